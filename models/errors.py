@@ -1,0 +1,98 @@
+"""The RobustDx exception tree. Every domain error is one of these; the HTTP layer maps them
+to status codes in one table (``app/errors.py``), and third-party errors are converted at
+the boundary with ``raise ... from exc``.
+
+::
+
+    RobustDxError
+    ├── InvalidInputError                 bad request content (422)
+    │   ├── InvalidImageError             undecodable / unsupported image (415)
+    │   ├── ImageTooLargeError            pixel or byte limits (413)
+    │   ├── InvalidModelFileError         unreadable model, wrong outputs, NaNs (422)
+    │   │   └── UnsafeModelFileError      needs code to load (pickle) (422)
+    │   ├── InvalidCardError              model card invalid (422)
+    │   ├── InvalidDatasetError           bad archive or labels (422)
+    │   ├── LabelMismatchError            dataset labels vs model card (422)
+    │   └── InvalidParametersError        attack / analysis / defense parameters (422)
+    ├── PayloadTooLargeError              upload over its limit (413)
+    ├── AuthenticationError               no key or a wrong key (401)
+    ├── NotFoundError                     unknown id, or another tenant's (404)
+    ├── ConflictError                     state does not allow it (409)
+    ├── JobCancelledError                 raised inside workers when a job is cancelled
+    └── ServiceUnavailableError           a dependency is down (503)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RobustDxError(Exception):
+    """Base class. ``code`` is a stable machine-readable name; ``details`` is JSON-able."""
+
+    code = "robustdx_error"
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = details or {}
+
+
+class InvalidInputError(RobustDxError):
+    code = "invalid_input"
+
+
+class InvalidImageError(InvalidInputError):
+    code = "invalid_image"
+
+
+class ImageTooLargeError(InvalidInputError):
+    code = "image_too_large"
+
+
+class InvalidModelFileError(InvalidInputError):
+    code = "invalid_model_file"
+
+
+class UnsafeModelFileError(InvalidModelFileError):
+    code = "unsafe_model_file"
+
+
+class InvalidCardError(InvalidInputError):
+    code = "invalid_card"
+
+
+class InvalidDatasetError(InvalidInputError):
+    code = "invalid_dataset"
+
+
+class LabelMismatchError(InvalidInputError):
+    code = "label_mismatch"
+
+
+class InvalidParametersError(InvalidInputError):
+    code = "invalid_parameters"
+
+
+class PayloadTooLargeError(RobustDxError):
+    code = "payload_too_large"
+
+
+class AuthenticationError(RobustDxError):
+    code = "unauthenticated"
+
+
+class NotFoundError(RobustDxError):
+    code = "not_found"
+
+
+class ConflictError(RobustDxError):
+    code = "conflict"
+
+
+class JobCancelledError(RobustDxError):
+    code = "cancelled"
+
+
+class ServiceUnavailableError(RobustDxError):
+    code = "service_unavailable"
