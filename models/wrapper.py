@@ -44,6 +44,9 @@ class DiagnosticModel(nn.Module):
         c = card.input.channels
         mean = torch.tensor(card.preprocessing.mean, dtype=torch.float32)
         std = torch.tensor(card.preprocessing.std, dtype=torch.float32)
+        self.mean: torch.Tensor
+        self.std: torch.Tensor
+        self.thresholds: torch.Tensor
         self.register_buffer("mean", mean.expand(c).clone().view(1, c, 1, 1), persistent=False)
         self.register_buffer("std", std.expand(c).clone().view(1, c, 1, 1), persistent=False)
         self.register_buffer(
@@ -67,8 +70,7 @@ class DiagnosticModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        buf: torch.Tensor = self.mean  # type: ignore[assignment]
-        return buf.device
+        return self.mean.device
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
@@ -103,4 +105,4 @@ class DiagnosticModel(nn.Module):
         return probabilities(self(x), self.head)
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return predict(self(x), self.head, self.thresholds)  # type: ignore[arg-type]
+        return predict(self(x), self.head, self.thresholds)
