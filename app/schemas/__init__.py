@@ -1,0 +1,1 @@
+"""Request and response schemas, by purpose (``XCreate``, ``XPublic``, ``XStatus``)."""

@@ -1,0 +1,69 @@
+"""What the API process does when it starts and stops."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from app.db import Database, get_database
+from app.services.dispatcher import Dispatcher
+from app.services.tenants import ensure_tenant, new_api_key
+from app.settings import Settings
+from app.storage import Storage, write_atomic
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    storage: Storage
+    dispatcher: Dispatcher | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def dev_api_key(settings: Settings) -> str:
+    """The development tenant's key, created once and kept in ``data_dir/dev-api-key``."""
+    path = settings.data_dir / "dev-api-key"
+    if path.exists():
+        return path.read_text().strip()
+    key = new_api_key()
+    write_atomic(path, key.encode())
+    os.chmod(path, 0o600)
+    return key
+
+
+def startup(settings: Settings) -> AppState:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = get_database(settings.resolved_database_url)
+    storage = Storage(settings.data_dir)
+    state = AppState(settings=settings, db=db, storage=storage)
+    if settings.environment == "development":
+        key = dev_api_key(settings)
+        with db.session() as session:
+            tenant = ensure_tenant(session, settings.dev_tenant, key)
+            tenant_id = tenant.id
+        if settings.register_zoo:
+            from app.services.zoo import register_zoo
+
+            try:
+                register_zoo(db, storage, tenant_id)
+            except Exception:
+                logger.exception("could not register the demo zoo")
+    if settings.run_dispatcher:
+        state.dispatcher = Dispatcher(
+            db, settings.resolved_broker_url, settings.stale_after_seconds
+        )
+        state.dispatcher.start()
+    return state
+
+
+def shutdown(state: AppState) -> None:
+    if state.dispatcher is not None:
+        state.dispatcher.stop()
+    service = state.extras.get("inference")
+    if service is not None:
+        service.close()
