@@ -47,10 +47,12 @@ class Settings(BaseSettings):
     shard_size: int = Field(default=256, ge=1, description="Images per audit shard.")
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
-        default=60.0, gt=0, description="A running shard with no heartbeat for this long is re-enqueued."
+        default=60.0,
+        gt=0,
+        description="Work with no heartbeat for this long is enqueued again.",
     )
     task_time_limit_seconds: int = 6 * 3600
-    register_zoo: bool = Field(default=True, description="Register the demo zoo for the dev tenant.")
+    register_zoo: bool = Field(default=True, description="Register the demo zoo (dev tenant).")
     dev_tenant: str = "dev"
     run_dispatcher: bool = Field(
         default=True, description="Run the dispatcher/watchdog loop in the API process."

@@ -42,8 +42,8 @@ class JobStatus(BaseModel):
             links["defense"] = f"/v1/defenses/{job.id}"
         return cls(
             id=job.id,
-            kind=job.kind,  # type: ignore[arg-type]
-            status=job.status,  # type: ignore[arg-type]
+            kind=job.kind,
+            status=job.status,
             progress=round(min(max(job.progress, 0.0), 1.0), 4),
             stage=job.stage,
             error=job.error,
