@@ -1,0 +1,1 @@
+"""The attack engine (filled in by the following commits)."""
