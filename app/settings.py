@@ -43,6 +43,10 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(default=4, ge=1, le=256)
     inference_threads: int = Field(default=1, ge=1, le=64)
 
+    # Workers.
+    worker_queues: str = Field(default="gpu,cpu", description="Queues a worker consumes.")
+    torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default.")
+
     # Jobs.
     shard_size: int = Field(default=256, ge=1, description="Images per audit shard.")
     heartbeat_seconds: float = Field(default=5.0, gt=0)

@@ -1,0 +1,31 @@
+"""Submitting jobs: stored first, then handed to the broker (or left for the dispatcher)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.db import Database, JobRow, ModelRow
+from app.services.jobs import create_job, dispatch
+from app.settings import Settings
+from models.errors import NotFoundError
+
+
+def model_or_404(session: Session, tenant_id: str, model_id: str) -> ModelRow:
+    row = session.get(ModelRow, model_id)
+    if row is None or row.tenant_id != tenant_id:
+        raise NotFoundError(f"model {model_id!r} not found")
+    return row
+
+
+def submit_job(
+    session: Session, db: Database, settings: Settings, tenant_id: str, kind: str,
+    request: dict[str, Any],
+) -> JobRow:
+    job = create_job(session, tenant_id, kind, request)
+    # Commit before publishing: a worker must find the job when the message arrives.
+    session.commit()
+    dispatch(db, settings.resolved_broker_url, job.id)
+    session.refresh(job)
+    return job

@@ -1,0 +1,34 @@
+"""Per-process resources of a worker: settings, database, storage, device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from app.db import Database, get_database
+from app.settings import Settings, get_settings
+from app.storage import Storage
+from models.device import resolve_device
+
+
+@dataclass(frozen=True)
+class Runtime:
+    settings: Settings
+    db: Database
+    storage: Storage
+    device: torch.device
+
+
+@lru_cache(maxsize=1)
+def runtime() -> Runtime:
+    settings = get_settings()
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    return Runtime(
+        settings=settings,
+        db=get_database(settings.resolved_database_url),
+        storage=Storage(settings.data_dir),
+        device=resolve_device(settings.device),
+    )

@@ -1,0 +1,1 @@
+"""Celery tasks. Each is idempotent, keyed by job id (and shard index)."""
