@@ -1,0 +1,58 @@
+# RobustDx: `make run` starts the service, `make test` runs the tests. Both install what
+# they need into .venv first (again whenever pyproject.toml changes).
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+ROBUSTDX_DATA_DIR ?= data
+export ROBUSTDX_DATA_DIR
+
+.PHONY: run test install lint typecheck check zoo demo bench clean chromium
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/robustdx run --port $(PORT)
+
+# Chromium renders the HTML report in one test; it is skipped (with the reason) when no
+# browser can be installed.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "chromium not installed: the HTML rendering test will be skipped"; }
+
+test: $(STAMP) chromium
+	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy app workers models
+
+check: lint typecheck
+
+zoo: $(STAMP)
+	$(BIN)/python -m models.zoo.train
+
+demo: $(STAMP)
+	$(BIN)/python -m app.demo --url http://127.0.0.1:$(PORT)
+
+bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/inference.py
+	$(BIN)/python bench/attacks.py
+	$(BIN)/python bench/audits.py
+	$(BIN)/python bench/defenses.py
+	$(BIN)/python bench/perturbations.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
