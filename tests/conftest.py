@@ -1,0 +1,52 @@
+"""Shared fixtures: settings on a temporary data folder, a real broker, real processes."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.support.services import Broker, Service, drop_postgres, postgres_url
+
+torch.set_num_threads(int(os.environ.get("ROBUSTDX_TEST_THREADS", "1")))
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[Broker]:
+    b = Broker()
+    yield b
+    b.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    yield url
+    drop_postgres(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Every database-layer test runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'robustdx.db'}"
+    return str(request.getfixturevalue("postgres"))
+
+
+@pytest.fixture
+def service(tmp_path: Path, broker: Broker) -> Iterator[Service]:
+    """The API and one worker as real processes on a real broker."""
+    broker.flush()
+    svc = Service(data_dir=tmp_path / "data", broker_url=broker.url)
+    svc.data_dir.mkdir()
+    svc.start_api()
+    svc.start_worker()
+    try:
+        yield svc
+    finally:
+        svc.stop()
