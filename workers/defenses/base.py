@@ -54,9 +54,7 @@ def in_range(
         if not (ok_lo and ok_hi and not (isinstance(value, float) and math.isnan(value))):
             left = "(" if lo_open else "["
             right = ")" if hi_open else "]"
-            raise ValueError(
-                f"{info.field_name} must be in {left}{_fmt(lo)}, {_fmt(hi)}{right}"
-            )
+            raise ValueError(f"{info.field_name} must be in {left}{_fmt(lo)}, {_fmt(hi)}{right}")
         return value
 
     return AfterValidator(check)
@@ -166,8 +164,7 @@ class Defense(ABC):
             params = self.Params()
         if not isinstance(params, self.Params):
             raise InvalidParametersError(
-                f"defense {self.name!r} needs {self.Params.__name__}, "
-                f"got {type(params).__name__}"
+                f"defense {self.name!r} needs {self.Params.__name__}, got {type(params).__name__}"
             )
         self.params = params
 

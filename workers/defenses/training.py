@@ -1,0 +1,562 @@
+"""The defense training loop, a plain library function: :func:`train_defense`.
+
+It fine-tunes (or trains from scratch) a :class:`~models.wrapper.DiagnosticModel` with one
+of the registered defenses, validates every epoch on clean images and under an L-infinity
+PGD attack (budget in [0, 1] pixel units), keeps the best epoch by the chosen validation
+metric, checkpoints every epoch (see :mod:`workers.defenses.checkpoint`) and resumes from
+the last complete epoch when a checkpoint exists.
+
+Determinism: every random stream (data order, PGD random starts, MPAdvT draws, dropout)
+is derived from ``(seed, epoch)``, so a run resumed after epoch ``k`` continues exactly as
+an uninterrupted run would; two runs with the same seed give identical weights on the
+CPU (GPU kernels may add their own nondeterminism).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from models.architectures import ARCHITECTURES, build_architecture
+from models.card import Head
+from models.device import resolve_device
+from models.errors import (
+    ConflictError,
+    InvalidDatasetError,
+    InvalidParametersError,
+    JobCancelledError,
+)
+from models.heads import correct
+from models.heads import loss as head_loss
+from models.wrapper import DiagnosticModel
+from workers.defenses.base import Defense, DefenseRandom, TrainingParams
+from workers.defenses.checkpoint import load_checkpoint, save_checkpoint
+from workers.defenses.registry import get_defense
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[float, str], None]
+ShouldStop = Callable[[], bool]
+
+# Stream identifiers mixed into the seed (see _derive_seed).
+_DATA, _ATTACK, _GLOBAL, _EVAL, _INIT = range(5)
+_NO_EPOCH = 2**31 - 1
+
+
+class IndexedDataset(Protocol):
+    """Anything with ``len`` and ``ds[i] -> (image [C, H, W], label)``; a
+    ``TensorDataset(images, labels)`` is read batch-wise through its ``tensors``."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Sequence[Any]: ...
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """One epoch of training (``epoch`` counts from 1).
+
+    Attributes:
+        loss: mean training objective over the epoch's batches.
+        clean_acc: validation accuracy on clean images (multi-label: every finding right).
+        robust_acc: share of validation images classified right both clean and under the
+            validation PGD (so ``robust_acc <= clean_acc``).
+        lr: learning rate of the epoch's last batch.
+        seconds: wall time of the training pass; ``eval_seconds`` of the validation.
+    """
+
+    epoch: int
+    loss: float
+    clean_acc: float
+    robust_acc: float
+    lr: float
+    seconds: float
+    eval_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class DefenseResult:
+    """What :func:`train_defense` returns.
+
+    Attributes:
+        model: the trained model with the **best epoch's** weights, in eval mode, on the
+            training device (a copy: the model passed in is not modified).
+        best_state_dict: those weights (``model.net.state_dict()``), on the CPU.
+        best_epoch: the selected epoch (1-based), by ``params.select_by``.
+        history: one :class:`EpochRecord` per epoch, resumed epochs included.
+        method: the defense name; ``params``: every parameter with defaults filled in.
+        seed: the run's seed; ``device``: where it trained.
+        eval_attack: the validation PGD (``norm``, ``eps``, ``steps``, ``step_size``).
+        resumed_from_epoch: epochs restored from a checkpoint (0 for a fresh run).
+    """
+
+    model: DiagnosticModel
+    best_state_dict: dict[str, torch.Tensor]
+    best_epoch: int
+    history: list[EpochRecord]
+    method: str
+    params: dict[str, Any]
+    seed: int
+    device: str
+    eval_attack: dict[str, Any]
+    resumed_from_epoch: int = 0
+
+    @property
+    def best(self) -> EpochRecord:
+        return self.history[self.best_epoch - 1]
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON-able summary (no tensors) for reports and job records."""
+        return {
+            "method": self.method,
+            "params": self.params,
+            "seed": self.seed,
+            "device": self.device,
+            "eval_attack": self.eval_attack,
+            "best_epoch": self.best_epoch,
+            "resumed_from_epoch": self.resumed_from_epoch,
+            "history": [r.to_json() for r in self.history],
+        }
+
+
+# --------------------------------------------------------------------------- data
+
+
+class _Split:
+    """Batch access to a dataset as ``[B, C, H, W]`` floats in [0, 1] and labels."""
+
+    def __init__(self, data: IndexedDataset, model: DiagnosticModel, what: str) -> None:
+        self.what = what
+        self.data = data
+        self.model = model
+        tensors = getattr(data, "tensors", None)
+        self.tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+        if isinstance(tensors, (tuple, list)) and len(tensors) >= 2:
+            self.tensors = (tensors[0], tensors[1])
+        self.size = len(data)
+        if self.size == 0:
+            raise InvalidDatasetError(f"the {what} split is empty")
+
+    def __len__(self) -> int:
+        return self.size
+
+    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tensors is not None:
+            x, y = self.tensors[0][index], self.tensors[1][index]
+        else:
+            items = [self.data[int(i)] for i in index]
+            x = torch.stack([torch.as_tensor(item[0]) for item in items])
+            y = torch.stack([torch.as_tensor(item[1]) for item in items])
+        return self._check(x, y)
+
+    def _check(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        what = self.what
+        expected = self.model.input_shape
+        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
+            raise InvalidDatasetError(
+                f"{what} images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
+                f"got {list(x.shape)}"
+            )
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif not x.is_floating_point():
+            raise InvalidDatasetError(f"{what} images must be float in [0, 1] or uint8")
+        else:
+            x = x.float()
+            lo, hi = torch.aminmax(x)
+            if not (float(lo) >= 0.0 and float(hi) <= 1.0):
+                raise InvalidDatasetError(f"{what} images must be in [0, 1]")
+        head = self.model.head
+        n, k = x.shape[0], self.model.num_labels
+        if head == Head.SIGMOID:
+            if y.shape != (n, k):
+                raise InvalidDatasetError(
+                    f"{what} labels must be [N, {k}] 0/1 findings, got {list(y.shape)}"
+                )
+            y = y.float()
+        else:
+            y = y.reshape(-1).long() if y.dim() == 2 and y.shape[1] == 1 else y.long()
+            if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
+                raise InvalidDatasetError(
+                    f"{what} labels must be [N] class indices in [0, {k - 1}]"
+                )
+        return x, y
+
+
+def _batches(size: int, batch_size: int, order: torch.Tensor | None) -> list[torch.Tensor]:
+    index = order if order is not None else torch.arange(size)
+    chunks = list(index.split(batch_size))
+    # A trailing batch of one image breaks BatchNorm in train mode; it is a random image
+    # each epoch (the order is shuffled), so dropping it loses nothing systematically.
+    if order is not None and len(chunks) > 1 and chunks[-1].numel() == 1:
+        chunks.pop()
+    return chunks
+
+
+# --------------------------------------------------------------------------- randomness
+
+
+def _derive_seed(seed: int, epoch: int, stream: int) -> int:
+    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)
+    return int(state[0] >> np.uint64(1))
+
+
+def _generator(device: torch.device, seed: int) -> torch.Generator:
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    return gen
+
+
+class _GlobalRng:
+    """Fork the global torch RNG (dropout, stochastic depth) and seed it; the caller's
+    global state is restored on exit."""
+
+    def __init__(self, device: torch.device, seed: int) -> None:
+        self.device = device
+        self.seed = seed
+        self._fork: Any = None
+
+    def __enter__(self) -> None:
+        cuda = self.device.type == "cuda"
+        index = self.device.index if self.device.index is not None else 0
+        devices = [index] if cuda else []
+        self._fork = torch.random.fork_rng(devices=devices)
+        self._fork.__enter__()
+        torch.random.default_generator.manual_seed(self.seed)
+        if cuda:
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(self.seed)
+
+    def __exit__(self, *exc: object) -> None:
+        self._fork.__exit__(*exc)
+
+
+# --------------------------------------------------------------------------- schedule
+
+
+def learning_rate(params: TrainingParams, epoch: int, batch: int, batches: int) -> float:
+    """The learning rate at ``batch`` (0-based) of ``epoch`` (1-based)."""
+    if params.schedule == "constant":
+        return params.lr
+    if params.schedule == "step":
+        done = (epoch - 1) / params.epochs
+        factor = 0.1 ** ((done >= 0.5) + (done >= 0.75))
+        return params.lr * factor
+    t = (epoch - 1) * batches + batch
+    total = params.epochs * batches
+    return params.lr * 0.5 * (1.0 + math.cos(math.pi * t / total))
+
+
+def _optimizer(params: TrainingParams, net: torch.nn.Module) -> torch.optim.Optimizer:
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    if not trainable:
+        raise InvalidParametersError("the model has no trainable parameters")
+    if params.optimizer == "adam":
+        return torch.optim.Adam(trainable, lr=params.lr, weight_decay=params.weight_decay)
+    return torch.optim.SGD(
+        trainable, lr=params.lr, momentum=params.momentum, weight_decay=params.weight_decay
+    )
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def evaluate(
+    model: DiagnosticModel,
+    split: _Split,
+    *,
+    eps: float,
+    steps: int,
+    step_size: float,
+    batch_size: int,
+    generator: torch.Generator,
+    on_batch: Callable[[], None] | None = None,
+) -> tuple[float, float]:
+    """``(clean accuracy, robust accuracy)`` of ``model`` on ``split`` under L-infinity PGD
+    (uniform random start, head loss), eps in [0, 1] pixel units. Robust counts an image
+    only if it is right clean and attacked. The model is left in eval mode."""
+    from workers.attacks.functional import pgd
+
+    model.eval()
+    device = model.device
+    head = model.head
+    thresholds = model.thresholds
+    n_clean = n_robust = 0
+    for index in _batches(len(split), batch_size, None):
+        if on_batch is not None:
+            on_batch()
+        x, y = split.batch(index)
+        x, y = x.to(device), y.to(device)
+        with torch.no_grad():
+            ok = correct(model(x), y, head, thresholds)
+
+        def attack_loss(outputs: torch.Tensor, y: torch.Tensor = y) -> torch.Tensor:
+            return head_loss(outputs, y, head, reduction="sum")
+
+        with torch.enable_grad():
+            adv = pgd(
+                model,
+                x,
+                attack_loss,
+                eps=eps,
+                step_size=step_size,
+                steps=steps,
+                norm="linf",
+                random_start=True,
+                generator=generator,
+            )
+        with torch.no_grad():
+            ok_adv = correct(model(adv), y, head, thresholds)
+        n_clean += int(ok.sum())
+        n_robust += int((ok & ok_adv).sum())
+    return n_clean / len(split), n_robust / len(split)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def _prepare_model(
+    model: DiagnosticModel, params: TrainingParams, seed: int, device: torch.device
+) -> DiagnosticModel:
+    work = copy.deepcopy(model)
+    if params.from_scratch:
+        arch = model.card.architecture
+        if arch is None or arch not in ARCHITECTURES:
+            valid = ", ".join(sorted(ARCHITECTURES))
+            raise InvalidParametersError(
+                "from_scratch needs the card to name an allow-listed architecture; "
+                f"got {arch!r}, valid: {valid}"
+            )
+        with _GlobalRng(torch.device("cpu"), _derive_seed(seed, _NO_EPOCH, _INIT)):
+            net = build_architecture(
+                arch, model.card.input.channels, model.card.expected_outputs(model.head)
+            )
+        work.net = net
+    return work.to(device)
+
+
+def _fingerprint(defense: Defense, seed: int, train: _Split, val: _Split) -> dict[str, Any]:
+    return {
+        "method": defense.name,
+        "params": defense.params.model_dump(mode="json"),
+        "seed": seed,
+        "train_size": len(train),
+        "val_size": len(val),
+    }
+
+
+def train_defense(
+    model: DiagnosticModel,
+    train: IndexedDataset,
+    val: IndexedDataset,
+    method: str,
+    params: dict[str, Any] | None = None,
+    *,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    progress: Progress | None = None,
+    should_stop: ShouldStop | None = None,
+    device: str | torch.device | None = None,
+) -> DefenseResult:
+    """Harden ``model`` with defense ``method`` (see :func:`list_defenses`).
+
+    Args:
+        model: the model to fine-tune; it is copied, never modified.
+        train, val: datasets of ``[C, H, W]`` images in [0, 1] (float, or uint8 scaled by
+            1/255) at the card's size, with labels in the head's convention (class indices
+            ``[N]``, or 0/1 findings ``[N, K]`` for multi-label).
+        method: a registered defense name.
+        params: the method's parameters (see each ``*Params`` class); missing ones take
+            the method's defaults.
+        seed: seeds data order, PGD starts, MPAdvT draws, dropout and ``from_scratch``
+            initialization.
+        checkpoint_dir: where each epoch is checkpointed; when it holds a checkpoint of the
+            same job (method, params, seed, split sizes), training resumes after its last
+            complete epoch.
+        progress: ``progress(fraction in [0, 1], stage)``, called after every batch.
+        should_stop: polled before every batch; ``True`` raises :class:`JobCancelledError`
+            (the last complete epoch stays checkpointed).
+        device: ``None`` picks CUDA when present.
+
+    Raises:
+        InvalidParametersError: unknown method, bad parameters, or a negative seed.
+        InvalidDatasetError: images or labels that do not fit the model's card.
+        ConflictError: ``checkpoint_dir`` holds a checkpoint of a different job.
+        JobCancelledError: ``should_stop()`` returned ``True``.
+    """
+    if seed < 0:
+        raise InvalidParametersError("seed must be >= 0")
+    defense = get_defense(method, **(params or {}))
+    p = defense.params
+    dev = resolve_device(str(device) if isinstance(device, torch.device) else device)
+    train_split = _Split(train, model, "train")
+    val_split = _Split(val, model, "validation")
+    work = _prepare_model(model, p, seed, dev)
+    optimizer = _optimizer(p, work.net)
+    eval_eps, eval_steps, eval_step = p.validation_budget()
+    fingerprint = _fingerprint(defense, seed, train_split, val_split)
+
+    history: list[EpochRecord] = []
+    best_epoch = 0
+    best_state: dict[str, torch.Tensor] = {}
+    start = 0
+    if checkpoint_dir is not None:
+        checkpoint_dir = Path(checkpoint_dir)
+        ckpt = load_checkpoint(checkpoint_dir)
+        if ckpt is not None:
+            if ckpt.fingerprint != fingerprint:
+                raise ConflictError(
+                    f"checkpoint in {checkpoint_dir} belongs to a different job",
+                    {"checkpoint": ckpt.fingerprint, "job": fingerprint},
+                )
+            work.net.load_state_dict(ckpt.weights)
+            optimizer.load_state_dict(ckpt.optimizer)
+            history = [EpochRecord(**r) for r in ckpt.history]
+            best_epoch, best_state = ckpt.best_epoch, ckpt.best_weights
+            start = ckpt.epoch
+            logger.info("resuming %s from epoch %d in %s", method, start, checkpoint_dir)
+
+    train_batches = len(_batches(len(train_split), p.batch_size, torch.arange(len(train_split))))
+    val_batches = len(_batches(len(val_split), p.batch_size, None))
+    total_units = p.epochs * (train_batches + val_batches)
+    done_units = start * (train_batches + val_batches)
+
+    def tick(stage: str) -> None:
+        nonlocal done_units
+        if should_stop is not None and should_stop():
+            raise JobCancelledError(
+                f"defense {method!r} cancelled during {stage}",
+                {"completed_epochs": len(history)},
+            )
+        done_units += 1
+
+    def report(stage: str) -> None:
+        if progress is not None:
+            progress(min(1.0, done_units / total_units), stage)
+
+    eval_gen_seed = _derive_seed(seed, _NO_EPOCH, _EVAL)
+    for epoch in range(start + 1, p.epochs + 1):
+        rng = DefenseRandom(
+            cpu=_generator(torch.device("cpu"), _derive_seed(seed, epoch, _DATA)),
+            attack=_generator(dev, _derive_seed(seed, epoch, _ATTACK)),
+        )
+        stage = f"epoch {epoch}/{p.epochs}: training"
+        t0 = time.perf_counter()
+        work.train()
+        total_loss, lr = 0.0, p.lr
+        with _GlobalRng(dev, _derive_seed(seed, epoch, _GLOBAL)):
+            order = torch.randperm(len(train_split), generator=rng.cpu)
+            batches = _batches(len(train_split), p.batch_size, order)
+            for i, index in enumerate(batches):
+                tick(stage)
+                lr = learning_rate(p, epoch, i, len(batches))
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x, y = train_split.batch(index)
+                x, y = x.to(dev), y.to(dev)
+                loss = defense.loss(work, x, y, rng)
+                if not torch.isfinite(loss):
+                    raise InvalidParametersError(
+                        f"training diverged (loss {float(loss)}) at epoch {epoch}; "
+                        "lower the learning rate"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total_loss += float(loss.detach())
+                report(stage)
+        seconds = time.perf_counter() - t0
+
+        val_stage = f"epoch {epoch}/{p.epochs}: validating"
+
+        def on_val_batch(stage: str = val_stage) -> None:
+            tick(stage)
+            report(stage)
+
+        t1 = time.perf_counter()
+        clean_acc, robust_acc = evaluate(
+            work,
+            val_split,
+            eps=eval_eps,
+            steps=eval_steps,
+            step_size=eval_step,
+            batch_size=p.batch_size,
+            generator=_generator(dev, eval_gen_seed),
+            on_batch=on_val_batch,
+        )
+        record = EpochRecord(
+            epoch=epoch,
+            loss=total_loss / max(1, len(batches)),
+            clean_acc=clean_acc,
+            robust_acc=robust_acc,
+            lr=lr,
+            seconds=seconds,
+            eval_seconds=time.perf_counter() - t1,
+        )
+        history.append(record)
+        if best_epoch == 0 or _key(record, p) > _key(history[best_epoch - 1], p):
+            best_epoch = epoch
+            best_state = {k: v.detach().to("cpu").clone() for k, v in work.net.state_dict().items()}
+        logger.info(
+            "%s epoch %d/%d: loss %.4f clean %.3f robust %.3f (%.1fs)",
+            method,
+            epoch,
+            p.epochs,
+            record.loss,
+            clean_acc,
+            robust_acc,
+            seconds,
+        )
+        if checkpoint_dir is not None:
+            save_checkpoint(
+                checkpoint_dir,
+                epoch=epoch,
+                best_epoch=best_epoch,
+                fingerprint=fingerprint,
+                history=[r.to_json() for r in history],
+                weights=work.net.state_dict(),
+                optimizer=optimizer.state_dict(),
+            )
+
+    work.net.load_state_dict(best_state)
+    work.eval()
+    return DefenseResult(
+        model=work,
+        best_state_dict=best_state,
+        best_epoch=best_epoch,
+        history=history,
+        method=defense.name,
+        params=p.model_dump(mode="json"),
+        seed=seed,
+        device=str(dev),
+        eval_attack={"norm": "linf", "eps": eval_eps, "steps": eval_steps, "step_size": eval_step},
+        resumed_from_epoch=start,
+    )
+
+
+def _key(record: EpochRecord, params: TrainingParams) -> tuple[float, float]:
+    if params.select_by == "clean":
+        return (record.clean_acc, record.robust_acc)
+    return (record.robust_acc, record.clean_acc)
+
+
+__all__ = [
+    "DefenseResult",
+    "EpochRecord",
+    "IndexedDataset",
+    "evaluate",
+    "learning_rate",
+    "train_defense",
+]
