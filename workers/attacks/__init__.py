@@ -1,1 +1,36 @@
-"""The attack engine (filled in by the following commits)."""
+"""The RobustDx attack engine, usable as a plain library.
+
+::
+
+    from workers.attacks import get_attack, list_attacks
+
+    attack = get_attack("pgd", eps=4 / 255, steps=10)
+    result = attack(model, images, labels)   # model: models.wrapper.DiagnosticModel
+    result.images, result.success, result.linf, result.l2, result.iterations, result.loss
+
+Budgets are in pixel units of ``[0, 1]`` images; normalization is the model wrapper's job.
+Every attack follows the model's head (softmax, binary-logit, multi-label sigmoid), clips
+to ``[0, 1]``, quantizes to 8 bits by default and judges success on the quantized images.
+:mod:`workers.attacks.functional` holds the batched primitives (``pgd``, projections,
+``quantize_8bit``) that adversarial training reuses.
+"""
+
+from workers.attacks import fgsm, pgd  # noqa: F401  (registration)
+from workers.attacks.base import Attack, AttackContext, AttackResult, FittedAttack, Outcome
+from workers.attacks.objectives import Objective
+from workers.attacks.params import AttackParams
+from workers.attacks.registry import attack_class, describe_attacks, get_attack, list_attacks
+
+__all__ = [
+    "Attack",
+    "AttackContext",
+    "AttackParams",
+    "AttackResult",
+    "FittedAttack",
+    "Objective",
+    "Outcome",
+    "attack_class",
+    "describe_attacks",
+    "get_attack",
+    "list_attacks",
+]

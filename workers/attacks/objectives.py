@@ -87,13 +87,13 @@ class Objective:
 
     def true_loss(self, outputs: Tensor) -> Tensor:
         """``[N]`` head loss of the true labels (reported as ``AttackResult.loss``)."""
-        return heads.loss(outputs, self.labels, self.head, reduction="none", finding=self.finding)
+        return head_loss(outputs, self.labels, self.head, self.finding)
 
     def loss(self, outputs: Tensor) -> Tensor:
         """``[N]`` loss to maximize: the true label's loss, or minus the target's."""
         if self.target is None:
             return self.true_loss(outputs)
-        return -heads.loss(outputs, self.target, self.head, reduction="none", finding=self.finding)
+        return -head_loss(outputs, self.target, self.head, self.finding)
 
     def dlr(self, outputs: Tensor) -> Tensor:
         """``[N]`` difference-of-logits-ratio loss to maximize (Croce & Hein 2020).
@@ -183,6 +183,25 @@ class Objective:
         return w.any(dim=1) if self.target is None else w.all(dim=1)
 
 
+def head_loss(outputs: Tensor, labels: Tensor, head: Head, finding: int | None = None) -> Tensor:
+    """``[N]`` the loss of :func:`models.heads.loss` (same values), with gradients that do
+    not vanish on confident sigmoid outputs.
+
+    Binary cross-entropy on a logit ``z`` equals ``softplus(-(2y - 1) z)``. Autograd of the
+    usual form computes ``sigmoid(z) - y``, which is exactly 0 in float32 once ``|z|`` passes
+    about 17 on the right side, so an attack on a confident binary or multi-label model
+    would not move at all; the softplus form keeps the (tiny, but signed) gradient.
+    """
+    z = heads.as_logits(outputs, head)
+    if head == Head.SOFTMAX:
+        return torch.nn.functional.cross_entropy(z, labels.long(), reduction="none")
+    signed = z * (labels.to(z.dtype).view(z.shape[0], -1) * 2.0 - 1.0)
+    per = torch.nn.functional.softplus(-signed)
+    if head == Head.BINARY_LOGIT:
+        return per[:, 0]
+    return per.mean(dim=1) if finding is None else per[:, finding]
+
+
 def _max_other(z: Tensor, exclude: Tensor) -> Tensor:
     """``[N]`` largest logit of each row other than column ``exclude[n]``."""
     masked = z.scatter(1, exclude.view(-1, 1), float("-inf"))
@@ -193,7 +212,8 @@ def check_dlr(head: Head, num_classes: int, targeted: bool) -> None:
     """Raise unless the DLR loss is defined for this head and class count."""
     if head != Head.SOFTMAX:
         raise InvalidParametersError(
-            f"the DLR loss needs a softmax head; this model's head is {head.value!r} (use loss='ce')"
+            f"the DLR loss needs a softmax head; this model's head is {head.value!r}"
+            " (use loss='ce')"
         )
     need = 4 if targeted else 3
     if num_classes < need:
