@@ -1,0 +1,300 @@
+"""Running attacks and analyses on batches, and summarizing the collected arrays.
+
+An audit is a list of attack settings (an attack with one value of each parameter; a list
+of eps values expands into one setting per eps) and a list of analyses. The engine runs
+every setting on every batch, hands each analysis a :class:`BatchContext` with the clean
+and all adversarial images of the batch, and keeps the per-image arrays the analyses
+return. Slices of the dataset can run anywhere (shards); concatenating their arrays in
+dataset order and calling :meth:`AuditEngine.summarize` gives the report sections.
+
+Determinism: each batch's random source is seeded from (audit seed, first image index,
+setting index), so a slice gives the same numbers whichever worker runs it, and a job
+resumed after a crash reproduces an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from models.errors import InvalidParametersError
+from models.wrapper import DiagnosticModel
+from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext, merge_arrays
+
+logger = logging.getLogger(__name__)
+
+GRID_PREFIX = "grid/"
+DEFAULT_ANALYSES = ("quantitative", "clinical", "sanity")
+
+
+def format_value(value: Any) -> str:
+    """``4/255`` for multiples of 1/255, ``%g`` for other floats."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    frac = Fraction(value).limit_denominator(255)
+    if frac.denominator in (1, 255) and abs(float(frac) - value) < 1e-9 and value != 0:
+        return f"{frac.numerator * (255 // frac.denominator)}/255"
+    return f"{value:g}"
+
+
+def attack_key(name: str, params: dict[str, Any]) -> str:
+    shown = {k: v for k, v in params.items() if k not in ("seed",)}
+    if not shown:
+        return name
+    return name + ":" + ",".join(f"{k}={format_value(v)}" for k, v in sorted(shown.items()))
+
+
+@dataclass(frozen=True)
+class AttackSetting:
+    key: str
+    name: str
+    params: dict[str, Any]
+
+    @property
+    def eps(self) -> float | None:
+        eps = self.params.get("eps")
+        return float(eps) if isinstance(eps, (int, float)) else None
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "eps": self.eps, "params": dict(self.params)}
+
+
+def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
+    """One setting per attack and eps value; every setting validated by the engine."""
+    from workers.attacks import get_attack
+
+    settings: list[AttackSetting] = []
+    for spec in specs:
+        name = str(spec["name"])
+        params = dict(spec.get("params") or {})
+        eps_values = params.pop("eps", None)
+        eps_list = eps_values if isinstance(eps_values, list) else [eps_values]
+        for eps in eps_list:
+            p = dict(params)
+            if eps is not None:
+                p["eps"] = float(eps)
+            get_attack(name, **p)  # validates; raises InvalidParametersError
+            settings.append(AttackSetting(attack_key(name, p), name, p))
+    keys = [s.key for s in settings]
+    duplicates = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicates:
+        raise InvalidParametersError(f"attack settings repeated: {duplicates}")
+    return settings
+
+
+def resolve_analyses(
+    requested: Sequence[dict[str, Any]] | None, model: DiagnosticModel
+) -> tuple[list[tuple[Analysis, dict[str, Any]]], list[Section]]:
+    """The analyses to run, and 'not applicable' sections for those that do not apply.
+
+    Omitted means every registered analysis that applies to the model.
+    """
+    from workers.analyses.registry import get_analysis, list_analyses
+
+    names = [(a["name"], dict(a.get("params") or {})) for a in requested] if requested else [
+        (n, {}) for n in list_analyses()
+    ]
+    chosen: list[tuple[Analysis, dict[str, Any]]] = []
+    skipped: list[Section] = []
+    for name, params in names:
+        analysis = get_analysis(name)
+        reason = analysis.not_applicable(model)
+        if reason is not None:
+            skipped.append(Section(name=name, applicable=False, data={}, reason=reason))
+        else:
+            chosen.append((analysis, params))
+    return chosen, skipped
+
+
+@dataclass
+class AuditEngine:
+    model: DiagnosticModel
+    settings: list[AttackSetting]
+    analyses: list[tuple[Analysis, dict[str, Any]]]
+    seed: int = 0
+    batch_size: int = 32
+    min_eps: bool = True
+    grid_samples: int = 8
+    _attacks: dict[str, Any] = field(default_factory=dict, init=False)
+
+    # -- attacks -------------------------------------------------------------------------
+    def attack(self, setting: AttackSetting) -> Any:
+        if setting.key not in self._attacks:
+            from workers.attacks import get_attack
+
+            self._attacks[setting.key] = get_attack(setting.name, **setting.params)
+        return self._attacks[setting.key]
+
+    def fitted_settings(self) -> list[AttackSetting]:
+        return [s for s in self.settings if getattr(self.attack(s), "requires_fit", False)]
+
+    def fit(self, images: torch.Tensor, labels: torch.Tensor, state_dir: Path,
+            should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
+        """Fit GAP/UAP-style attacks once on the dataset and save their state."""
+        timings: dict[str, float] = {}
+        for i, setting in enumerate(self.fitted_settings()):
+            attack = self.attack(setting)
+            path = state_dir / attack.cache_name(self.model)
+            if path.exists():
+                attack.load(str(path), self.model)
+                continue
+            if should_stop is not None and should_stop():
+                from models.errors import JobCancelledError
+
+                raise JobCancelledError("audit cancelled")
+            start = time.perf_counter()
+            gen = torch.Generator(device="cpu").manual_seed(self.seed * 7919 + i)
+            attack.fit(self.model, images, labels, generator=gen)
+            state_dir.mkdir(parents=True, exist_ok=True)
+            attack.save(str(path))
+            timings[setting.key] = time.perf_counter() - start
+        return timings
+
+    def load_fitted(self, state_dir: Path) -> None:
+        for setting in self.fitted_settings():
+            attack = self.attack(setting)
+            if not getattr(attack, "fitted", False):
+                attack.load(str(state_dir / attack.cache_name(self.model)), self.model)
+
+    # -- batches ---------------------------------------------------------------------------
+    def run(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        indices: np.ndarray,
+        masks: torch.Tensor | None = None,
+        *,
+        on_batch: Callable[[float], None] | None = None,
+        on_adversarial: Callable[[str, np.ndarray, torch.Tensor], None] | None = None,
+        timings: dict[str, float] | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Every setting and analysis on a slice; returns ``"analysis/key"`` arrays."""
+        device = self.model.device
+        parts: list[dict[str, np.ndarray]] = []
+        n = images.shape[0]
+        timings = timings if timings is not None else {}
+        for start in range(0, n, self.batch_size):
+            stop = min(start + self.batch_size, n)
+            x = images[start:stop].to(device)
+            y = labels[start:stop].to(device)
+            m = masks[start:stop].to(device) if masks is not None else None
+            idx = indices[start:stop]
+            part = self._run_batch(x, y, m, idx, on_adversarial, timings)
+            parts.append(part)
+            if on_batch is not None:
+                on_batch(stop / n)
+        return merge_arrays(parts) if parts else {}
+
+    def _run_batch(
+        self, x: torch.Tensor, y: torch.Tensor, m: torch.Tensor | None, idx: np.ndarray,
+        on_adversarial: Callable[[str, np.ndarray, torch.Tensor], None] | None,
+        timings: dict[str, float],
+    ) -> dict[str, np.ndarray]:
+        batch_seed = (self.seed * 1_000_003 + int(idx[0])) % (2**62)
+        adversarial: dict[str, torch.Tensor] = {}
+        stats: dict[str, dict[str, np.ndarray]] = {}
+        for j, setting in enumerate(self.settings):
+            gen = torch.Generator(device=x.device).manual_seed(batch_seed + 7 * j)
+            t0 = time.perf_counter()
+            result = self.attack(setting)(self.model, x, y, generator=gen)
+            _sync(x.device)
+            timings[f"attack:{setting.key}"] = timings.get(f"attack:{setting.key}", 0.0) + (
+                time.perf_counter() - t0
+            )
+            adversarial[setting.key] = result.images.detach()
+            stats[setting.key] = result.to_numpy()
+            if on_adversarial is not None:
+                on_adversarial(setting.key, idx, result.images.detach())
+        shared: dict[str, Any] = {"attack_stats": stats}
+        out: dict[str, np.ndarray] = {"index": idx.astype(np.int64)}
+        if self.min_eps:
+            t0 = time.perf_counter()
+            shared["min_eps"] = self._min_eps(x, y, batch_seed)
+            timings["min_eps"] = timings.get("min_eps", 0.0) + time.perf_counter() - t0
+            out["min_eps"] = shared["min_eps"]
+        for analysis, params in self.analyses:
+            if analysis.needs_adversarial and not adversarial:
+                continue
+            ctx = BatchContext(
+                model=self.model, clean=x, labels=y, adversarial=adversarial, indices=idx,
+                seed=batch_seed, masks=m, params={**params, **shared},
+            )
+            t0 = time.perf_counter()
+            arrays = analysis.collect(ctx)
+            timings[f"analysis:{analysis.name}"] = timings.get(
+                f"analysis:{analysis.name}", 0.0) + time.perf_counter() - t0
+            for key, value in arrays.items():
+                out[f"{analysis.name}/{key}"] = np.asarray(value)
+        out.update(self._grid(x, y, idx, adversarial))
+        return out
+
+    def _min_eps(self, x: torch.Tensor, y: torch.Tensor, seed: int) -> np.ndarray:
+        from workers.attacks.min_eps import min_eps
+
+        eps_values = [s.eps for s in self.settings if s.eps is not None]
+        eps_max = max([*eps_values, 8 / 255]) * 2
+        gen = torch.Generator(device=x.device).manual_seed(seed + 99991)
+        found = min_eps(self.model, x, y, eps_max=min(eps_max, 1.0), generator=gen)
+        return found.detach().float().cpu().numpy()
+
+    def _grid(self, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray,
+              adversarial: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+        """The first ``grid_samples`` images of the dataset, for the report's image grid."""
+        keep = np.nonzero(idx < self.grid_samples)[0]
+        if keep.size == 0:
+            return {}
+        sel = torch.as_tensor(keep, device=x.device)
+        with torch.inference_mode():
+            out = {
+                f"{GRID_PREFIX}index": idx[keep],
+                f"{GRID_PREFIX}clean": _to_uint8(x[sel]),
+                f"{GRID_PREFIX}clean_probs": self.model.probabilities(x[sel]).float().cpu().numpy(),
+                f"{GRID_PREFIX}labels": y[sel].cpu().numpy(),
+            }
+            for key, adv in adversarial.items():
+                out[f"{GRID_PREFIX}adv/{key}"] = _to_uint8(adv[sel])
+                out[f"{GRID_PREFIX}adv_probs/{key}"] = (
+                    self.model.probabilities(adv[sel]).float().cpu().numpy()
+                )
+        return out
+
+    # -- summary ---------------------------------------------------------------------------
+    def summary_context(self, analysis_params: dict[str, Any]) -> SummaryContext:
+        card = self.model.card
+        return SummaryContext(
+            labels=card.labels,
+            task=card.task,
+            head=self.model.head.value,
+            attack_keys=[s.key for s in self.settings],
+            params={**analysis_params, "attacks": {s.key: s.info() for s in self.settings},
+                    "seed": self.seed},
+            thresholds=card.threshold_vector() if card.task == "multi-label" else None,
+        )
+
+    def summarize(self, arrays: dict[str, np.ndarray]) -> list[Section]:
+        sections: list[Section] = []
+        for analysis, params in self.analyses:
+            prefix = f"{analysis.name}/"
+            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+            own.setdefault("index", arrays.get("index", np.zeros(0, dtype=np.int64)))
+            if "min_eps" in arrays:
+                own.setdefault("min_eps", arrays["min_eps"])
+            sections.append(analysis.summarize(own, self.summary_context(params)))
+        return sections
+
+
+def _to_uint8(x: torch.Tensor) -> np.ndarray:
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
