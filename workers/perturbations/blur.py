@@ -1,0 +1,129 @@
+"""Blur: Gaussian, defocus (disk), motion (line at a random angle) and zoom.
+
+Blur lengths are fractions of the shorter image side, so a severity blurs the same anatomy
+at 64 or 512 pixels. Borders are replicated (no dark rim). Per-image kernels (motion) run
+as one grouped convolution over the whole batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from workers.perturbations.base import Family, Perturbation, short_side, uniform
+from workers.perturbations.geometry import warp
+
+#: Zoom blur averages the image with this many zoomed copies (fixed, so the output varies
+#: smoothly with the amount).
+ZOOM_SAMPLES = 8
+
+
+def _filter_shared(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Convolve every channel of every image with one ``[k, k]`` kernel (replicate pad)."""
+    c = x.shape[1]
+    k = kernel.shape[-1]
+    pad = k // 2
+    weight = kernel.to(x).expand(c, 1, k, k)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
+    return F.conv2d(padded, weight, groups=c)
+
+
+def _filter_per_image(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Convolve image ``i`` with ``kernels[i]`` (``[N, k, k]``) as one grouped convolution."""
+    n, c, h, w = x.shape
+    k = kernels.shape[-1]
+    pad = k // 2
+    weight = kernels.to(x).repeat_interleave(c, dim=0).unsqueeze(1)  # [N*C, 1, k, k]
+    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate").reshape(1, n * c, h + 2 * pad, -1)
+    return F.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
+
+
+def _gaussian_blur(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    sigma = fraction * short_side(x)
+    radius = max(1, math.ceil(3.0 * sigma))
+    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
+    k1 = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
+    k1 = k1 / k1.sum()
+    c = x.shape[1]
+    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
+    out = F.conv2d(padded, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(out, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _defocus(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    radius = fraction * short_side(x)
+    half = math.ceil(radius + 0.5)
+    t = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
+    d = torch.sqrt(t.view(-1, 1) ** 2 + t.view(1, -1) ** 2)
+    # A disk with a one-pixel linear edge: coverage of each pixel by the aperture.
+    kernel = (radius + 0.5 - d).clamp(0.0, 1.0)
+    return _filter_shared(x, kernel / kernel.sum())
+
+
+def _motion(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    half_len = 0.5 * fraction * short_side(x)
+    angle = uniform(g, (n,), 0.0, math.pi, x.device)
+    half = math.ceil(half_len) + 1
+    t = torch.arange(-half, half + 1, dtype=torch.float32, device=x.device)
+    py, px = t.view(1, -1, 1), t.view(1, 1, -1)
+    ux, uy = torch.cos(angle).view(n, 1, 1), torch.sin(angle).view(n, 1, 1)
+    # Distance from each kernel pixel to the centred segment of the blur path; a centred
+    # path blurs without shifting the image.
+    along = (px * ux + py * uy).clamp(-half_len, half_len)
+    dist = torch.sqrt((px - along * ux) ** 2 + (py - along * uy) ** 2)
+    kernels = (1.0 - dist).clamp_min(0.0)
+    kernels = kernels / kernels.sum(dim=(1, 2), keepdim=True)
+    return _filter_per_image(x, kernels)
+
+
+def _zoom(x: torch.Tensor, max_zoom: float, g: torch.Generator) -> torch.Tensor:
+    n = x.shape[0]
+    acc = x.clone()
+    for i in range(1, ZOOM_SAMPLES + 1):
+        z = 1.0 + max_zoom * i / ZOOM_SAMPLES
+        m = torch.diag(torch.tensor([1.0 / z, 1.0 / z, 1.0], device=x.device))
+        acc += warp(x, m.expand(n, 3, 3), padding_mode="border")
+    return acc / (ZOOM_SAMPLES + 1)
+
+
+PERTURBATIONS: tuple[Perturbation, ...] = (
+    Perturbation(
+        name="gaussian_blur",
+        family=Family.BLUR,
+        fn=_gaussian_blur,
+        severities=(0.004, 0.008, 0.013, 0.019, 0.027),
+        units="Gaussian sigma as a fraction of the shorter side",
+        description="Gaussian blur (soft focus, detector scatter).",
+        sweep=(0.0, 0.019),
+    ),
+    Perturbation(
+        name="defocus_blur",
+        family=Family.BLUR,
+        fn=_defocus,
+        severities=(0.008, 0.015, 0.023, 0.033, 0.045),
+        units="disk radius as a fraction of the shorter side",
+        description="Out-of-focus disk blur.",
+        sweep=(0.0, 0.033),
+    ),
+    Perturbation(
+        name="motion_blur",
+        family=Family.BLUR,
+        fn=_motion,
+        severities=(0.015, 0.03, 0.05, 0.075, 0.1),
+        units="blur path length as a fraction of the shorter side",
+        description="Linear motion blur at a random angle per image (patient or camera motion).",
+        sweep=(0.0, 0.075),
+    ),
+    Perturbation(
+        name="zoom_blur",
+        family=Family.BLUR,
+        fn=_zoom,
+        severities=(0.03, 0.06, 0.1, 0.15, 0.2),
+        units="maximum zoom - 1",
+        description="Zoom blur: the image averaged with zoomed-in copies of itself.",
+        sweep=(0.0, 0.15),
+    ),
+)
