@@ -13,7 +13,7 @@ from starlette.routing import Match
 from app.deps import get_settings
 from app.errors import install_error_handlers
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from app.routes import audits, checks, health, jobs, schemas, tenants
+from app.routes import audits, checks, datasets, health, jobs, schemas, tenants
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tenants.router)
     app.include_router(jobs.router)
     app.include_router(checks.router)
+    app.include_router(datasets.router)
     app.include_router(audits.router)
     app.include_router(schemas.router)
     return app

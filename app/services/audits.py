@@ -8,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import Database, DatasetRow, JobRow
+from app.db import Database, JobRow
 from app.schemas.audits import AuditRequest
+from app.services.datasets import dataset_or_404
 from app.services.jobs import get_job
 from app.services.submit import model_or_404, submit_job
 from app.settings import Settings
@@ -23,13 +24,6 @@ POLICY_RULES = (
 )
 REPORT_FILES = {"json": "report.json", "html": "report.html", "xml": "report.xml"}
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9._=,:+-][A-Za-z0-9._=,:+/-]*$")
-
-
-def dataset_or_404(session: Session, tenant_id: str, dataset_id: str) -> DatasetRow:
-    row = session.get(DatasetRow, dataset_id)
-    if row is None or row.tenant_id != tenant_id:
-        raise NotFoundError(f"dataset {dataset_id!r} not found")
-    return row
 
 
 def _check_policy(policy: dict[str, Any] | None) -> None:
