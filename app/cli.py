@@ -60,7 +60,9 @@ def phantom(
     kind: Annotated[str, typer.Option(help="chest | derm | fundus")] = "chest",
     n: int = 500,
     size: int = 64,
-    fmt: Annotated[str, typer.Option("--format", help="imagefolder | csv | medmnist-npz | dicom")] = "csv",
+    fmt: Annotated[
+        str, typer.Option("--format", help="imagefolder | csv | medmnist-npz | dicom")
+    ] = "csv",
     seed: int = 0,
 ) -> None:
     """Write a phantom dataset as an importable zip."""

@@ -73,6 +73,9 @@ class EmbeddedRedis:
         self.stop()
         raise RuntimeError(f"redis-server did not start on port {self.port}")
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()

@@ -102,7 +102,7 @@ def run(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     try:
         while not stopping:
             time.sleep(0.5)
-            if broker is not None and broker.process is not None and broker.process.poll() is not None:
+            if broker is not None and not broker.alive():
                 logger.error("embedded broker died; restarting it on the same port")
                 broker.start()
             for child in children:

@@ -8,6 +8,7 @@ the same bytes.
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -31,3 +32,13 @@ def render_png(fig: MplFigure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
+
+
+def new_grid(
+    nrows: int, ncols: int, width: float, height: float, *, sharex: bool = False
+) -> tuple[MplFigure, Any]:
+    """A figure with an ``nrows x ncols`` array of axes (numpy object array)."""
+    fig = MplFigure(figsize=(width, height), dpi=100)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, sharex=sharex, squeeze=False)
+    return fig, axes
