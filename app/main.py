@@ -13,7 +13,16 @@ from starlette.routing import Match
 from app.deps import get_settings
 from app.errors import install_error_handlers
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
-from app.routes import audits, checks, datasets, health, jobs, schemas, tenants
+from app.routes import (
+    audits,
+    checks,
+    datasets,
+    defenses,
+    health,
+    jobs,
+    schemas,
+    tenants,
+)
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -81,5 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checks.router)
     app.include_router(datasets.router)
     app.include_router(audits.router)
+    app.include_router(defenses.router)
     app.include_router(schemas.router)
     return app

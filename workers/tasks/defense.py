@@ -1,1 +1,171 @@
+"""Defense jobs: adversarial training on a worker, checkpointed every epoch (a killed
+worker's job resumes from the last epoch), then a before/after report and the hardened
+model registered as a new model with its lineage."""
 
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from app.db import ModelRow
+from app.storage import write_atomic
+from models.card import ModelCard
+from models.errors import NotFoundError
+from models.wrapper import DiagnosticModel
+from workers.celery_app import app
+from workers.jobs import JobContext
+from workers.runtime import Runtime, runtime
+
+logger = logging.getLogger(__name__)
+
+
+def _dataset(
+    rt: Runtime, dataset_id: str, card: ModelCard
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    import numpy as np
+    from models.datasets import check_labels, load_dataset
+
+    stored = load_dataset(rt.storage.dataset_dir(dataset_id))
+    check_labels(stored.info, card)
+    images, labels, _ = stored.tensors(card, np.arange(len(stored)))
+    return stored, images, labels
+
+
+def save_hardened(model: DiagnosticModel, folder: Path) -> tuple[Path, ModelCard]:
+    """Safetensors for allow-listed architectures, TorchScript (traced) otherwise."""
+    card = model.card
+    net = model.net.eval().cpu()
+    if card.architecture:
+        from safetensors.torch import save_file
+
+        path = folder / "model.safetensors"
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+        return path, card
+    path = folder / "model.pt"
+    c, h, w = model.input_shape
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
+        traced = torch.jit.trace(net, torch.rand(1, c, h, w))
+        torch.jit.save(traced, str(path))
+    return path, card
+
+
+@app.task(name="robustdx.defense.train")
+def train(job_id: str) -> None:
+    rt = runtime()
+    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds)
+    if ctx.is_final():
+        return
+    with ctx:
+        ctx.start("preparing")
+        job = ctx.load()
+        req = job.request
+        from app.services.models import load_registered_model, register_model_file
+
+        from workers.defenses import train_defense
+
+        with rt.db.session() as session:
+            row = session.get(ModelRow, req["model_id"])
+            if row is None:
+                raise NotFoundError(f"model {req['model_id']} no longer exists")
+            session.expunge(row)
+        original = load_registered_model(rt.storage, row, rt.device)
+        card = original.card
+        _, train_x, train_y = _dataset(rt, req["train_dataset_id"], card)
+        eval_stored, eval_x, eval_y = _dataset(rt, req["eval_dataset_id"], card)
+        params = dict(req.get("params") or {})
+        eval_attacks = params.pop("eval_attacks", None)
+        seed = int(req.get("seed", 0))
+        # Model selection by robust accuracy needs a validation split: the last 20% of
+        # the training set (seeded permutation), never the evaluation set.
+        perm = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))
+        n_val = max(1, int(0.2 * len(perm)))
+        val_idx, fit_idx = perm[:n_val], perm[n_val:]
+        job_dir = rt.storage.job_dir(job_id)
+
+        def progress(fraction: float, stage: str) -> None:
+            ctx.progress(0.8 * fraction, stage)
+
+        ctx.progress(0.0, "training")
+        result = train_defense(
+            original, TensorDataset(train_x[fit_idx], train_y[fit_idx]),
+            TensorDataset(train_x[val_idx], train_y[val_idx]), req["method"], params,
+            seed=seed, checkpoint_dir=job_dir / "checkpoints", progress=progress,
+            should_stop=ctx.should_stop, device=rt.device,
+        )
+        hardened = result.model.eval()
+        ctx.progress(0.8, "evaluating")
+        ctx.check_cancelled()
+        from workers.defenses.report import (
+            DEFAULT_EVAL_ATTACKS,
+            comparison_section,
+            evaluate_pair,
+            training_section,
+        )
+
+        attacks = eval_attacks or DEFAULT_EVAL_ATTACKS
+        before, after = evaluate_pair(original, hardened, eval_x, eval_y, attacks, seed,
+                                      batch_size=int(params.get("batch_size", 64)))
+        ctx.progress(0.95, "registering")
+        with tempfile.TemporaryDirectory(dir=rt.storage.uploads_dir()) as tmp:
+            path, new_card = save_hardened(hardened, Path(tmp))
+            lineage = {
+                "parent_id": row.id, "parent_sha256": row.sha256, "method": req["method"],
+                "params": result.params, "seed": seed, "defense_job_id": job_id,
+                "train_dataset_id": req["train_dataset_id"],
+                "eval_dataset_id": req["eval_dataset_id"],
+                "train_dataset_sha256": req.get("train_dataset_sha256"),
+                "best_epoch": result.best_epoch,
+            }
+            name = f"{card.name} ({req['method']})"
+            new_card = new_card.model_copy(update={"name": name[:200], "sha256": None})
+            with rt.db.session() as session:
+                new_row = register_model_file(session, rt.storage, job.tenant_id, path,
+                                              new_card, lineage=lineage, device=rt.device)
+                new_id = new_row.id
+        sections = [training_section(result.history), comparison_section(before, after)]
+        _write_report(rt, job_id, req, before, after, sections, new_id, result)
+        ctx.succeed({
+            "hardened_model_id": new_id,
+            "best_epoch": result.best_epoch,
+            "resumed_from_epoch": result.resumed_from_epoch,
+            "comparison": sections[1].data["rows"],
+            "report": f"/v1/defenses/{job_id}/report",
+        })
+        del eval_stored
+
+
+def _write_report(rt: Runtime, job_id: str, req: dict[str, Any], before: dict[str, Any],
+                  after: dict[str, Any], sections: list[Any], new_id: str, result: Any) -> None:
+    from workers.reports.html import render_html
+
+    report = {
+        "schema_version": "1.0",
+        "kind": "defense",
+        "job": {"id": job_id, "method": req["method"]},
+        "hardened_model_id": new_id,
+        "parent_model_id": req["model_id"],
+        "params": result.params,
+        "seed": int(req.get("seed", 0)),
+        "training": sections[0].data,
+        "comparison": sections[1].data,
+        "before": before,
+        "after": after,
+    }
+    folder = rt.storage.job_dir(job_id)
+    write_atomic(folder / "report.json", json.dumps(report, indent=2, default=str).encode())
+    html_report = dict(after)
+    html_report["summary"] = {**after.get("summary", {}),
+                              "title": f"Defense {req['method']}: hardened model {new_id}"}
+    write_atomic(folder / "report.html", render_html(html_report, sections, []).encode())
+    for section in sections:
+        for fig in section.figures:
+            write_atomic(rt.storage.artifacts_dir(job_id) / "figures" / f"{fig.name}.png",
+                         fig.png)
