@@ -125,13 +125,14 @@ def test_collect_uses_model_predictions() -> None:
     torch.manual_seed(0)
     card = ModelCard(name="bin", task="single-label", labels=("benign", "melanoma"),
                      input={"channels": 1, "height": 8, "width": 8})
-    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 1))
+    fc = nn.Linear(64, 1)
+    net = nn.Sequential(nn.Flatten(), fc)
     model = DiagnosticModel(net, card, Head.BINARY_LOGIT).eval()
     x = torch.rand(12, 1, 8, 8)
     with torch.no_grad():
         pred = model.predict(x)
     # An "attack" that moves every image to the other side of the decision boundary.
-    w = net[1].weight.detach().reshape(1, 1, 8, 8)
+    w = fc.weight.detach().reshape(1, 1, 8, 8)
     logit = model(x).detach().reshape(-1, 1, 1, 1)
     adv = x - 2 * logit * w / (w**2).sum()
     batch = BatchContext(model=model, clean=x, labels=pred, adversarial={KEY: adv},
