@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 from workers.perturbations.base import Family, Perturbation, short_side, uniform
-from workers.perturbations.geometry import warp
 
 #: Zoom blur averages the image with this many zoomed copies (fixed, so the output varies
 #: smoothly with the amount).
@@ -22,12 +21,12 @@ ZOOM_SAMPLES = 8
 
 def _filter_shared(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Convolve every channel of every image with one ``[k, k]`` kernel (replicate pad)."""
-    c = x.shape[1]
-    k = kernel.shape[-1]
-    pad = k // 2
-    weight = kernel.to(x).expand(c, 1, k, k)
-    padded = F.pad(x, (pad, pad, pad, pad), mode="replicate")
-    return F.conv2d(padded, weight, groups=c)
+    n, c, h, w = x.shape
+    pad = kernel.shape[-1] // 2
+    # One plane per (image, channel) and a single-channel kernel: faster on the CPU than a
+    # depthwise (grouped) convolution.
+    planes = F.pad(x.reshape(n * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
+    return F.conv2d(planes, kernel.to(x)[None, None]).reshape(n, c, h, w)
 
 
 def _filter_per_image(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -40,16 +39,28 @@ def _filter_per_image(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, weight, groups=n * c).reshape(n, c, h, w)
 
 
+def _separable_matrix(size: int, taps: torch.Tensor) -> torch.Tensor:
+    """``[size, size]`` matrix of a 1-D convolution with ``taps`` (odd length, centred) and
+    replicated borders: ``M @ column`` filters the column."""
+    radius = taps.shape[0] // 2
+    i = torch.arange(size, device=taps.device)
+    offsets = torch.arange(-radius, radius + 1, device=taps.device)
+    cols = (i.view(-1, 1) + offsets.view(1, -1)).clamp(0, size - 1)
+    m = torch.zeros(size, size, device=taps.device)
+    m.index_put_((i.view(-1, 1).expand_as(cols), cols), taps.expand_as(cols), accumulate=True)
+    return m
+
+
 def _gaussian_blur(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
+    h, w = x.shape[-2:]
     sigma = fraction * short_side(x)
     radius = max(1, math.ceil(3.0 * sigma))
     t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
-    k1 = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
-    k1 = k1 / k1.sum()
-    c = x.shape[1]
-    padded = F.pad(x, (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(padded, k1.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(out, k1.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    taps = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
+    taps = taps / taps.sum()
+    # Separable filtering as two matrix products: on the CPU this is 10-20x faster than
+    # thin (1 x k) convolutions, and the kernel grows with the image anyway.
+    return _separable_matrix(h, taps) @ x @ _separable_matrix(w, taps).T
 
 
 def _defocus(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tensor:
@@ -79,13 +90,30 @@ def _motion(x: torch.Tensor, fraction: float, g: torch.Generator) -> torch.Tenso
     return _filter_per_image(x, kernels)
 
 
+def _zoom_matrix(size: int, zoom: float, device: torch.device) -> torch.Tensor:
+    """``[size, size]`` linear-interpolation matrix of a centred zoom along one axis, with
+    border clamping (``grid_sample``'s ``border`` mode, ``align_corners=False``)."""
+    centre = (size - 1) / 2.0
+    i = torch.arange(size, dtype=torch.float32, device=device)
+    src = ((i - centre) / zoom + centre).clamp(0.0, size - 1.0)
+    lo = src.floor().long()
+    hi = (lo + 1).clamp_max(size - 1)
+    frac = src - lo.float()
+    m = torch.zeros(size, size, device=device)
+    m[i.long(), lo] += 1.0 - frac
+    m[i.long(), hi] += frac
+    return m
+
+
 def _zoom(x: torch.Tensor, max_zoom: float, g: torch.Generator) -> torch.Tensor:
-    n = x.shape[0]
+    h, w = x.shape[-2:]
     acc = x.clone()
+    # A centred zoom is separable: rows and columns are resampled by two small matrix
+    # products, much faster than a 2-D grid_sample per zoom.
     for i in range(1, ZOOM_SAMPLES + 1):
         z = 1.0 + max_zoom * i / ZOOM_SAMPLES
-        m = torch.diag(torch.tensor([1.0 / z, 1.0 / z, 1.0], device=x.device))
-        acc += warp(x, m.expand(n, 3, 3), padding_mode="border")
+        my, mx = _zoom_matrix(h, z, x.device), _zoom_matrix(w, z, x.device)
+        acc += my @ x @ mx.T
     return acc / (ZOOM_SAMPLES + 1)
 
 
