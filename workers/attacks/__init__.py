@@ -15,8 +15,20 @@ to ``[0, 1]``, quantizes to 8 bits by default and judges success on the quantize
 ``quantize_8bit``) that adversarial training reuses.
 """
 
-from workers.attacks import fgsm, pgd  # noqa: F401  (registration)
+# Importing each attack module registers it.
+from workers.attacks import (  # noqa: F401
+    apgd,
+    autoattack,
+    cw,
+    deepfool,
+    fgsm,
+    gap,
+    pgd,
+    square,
+    uap,
+)
 from workers.attacks.base import Attack, AttackContext, AttackResult, FittedAttack, Outcome
+from workers.attacks.min_eps import min_eps
 from workers.attacks.objectives import Objective
 from workers.attacks.params import AttackParams
 from workers.attacks.registry import attack_class, describe_attacks, get_attack, list_attacks
@@ -33,4 +45,5 @@ __all__ = [
     "describe_attacks",
     "get_attack",
     "list_attacks",
+    "min_eps",
 ]

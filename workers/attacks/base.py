@@ -27,16 +27,17 @@ import json
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from pathlib import Path
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from models.card import Head
-from models.errors import InvalidParametersError
+from models.errors import ConflictError, InvalidParametersError
 from workers.attacks import functional as F
 from workers.attacks.objectives import Objective, check_labels, resolve_finding, resolve_target
 from workers.attacks.params import AttackParams, Norm, TargetedParams
@@ -176,10 +177,16 @@ class AttackContext:
     autocast: bool = False
     quantize: bool = True
 
+    def amp(self) -> AbstractContextManager[Any]:
+        """CUDA autocast (float16) when enabled and on a GPU, else nothing."""
+        if self.autocast and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return nullcontext()
+
     def forward(self, x: Tensor) -> Tensor:
         """Model outputs ``[N, K]`` (``[N, 1]`` binary-logit) as float32 logits."""
         if self.autocast and x.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.float16):
+            with self.amp():
                 out = self.model(x)
             return _as_2d(out).float()
         return _as_2d(self.model(x))
@@ -201,8 +208,109 @@ class AttackContext:
         with torch.no_grad():
             return final, self.forward(final)
 
-    def model_fn(self) -> Callable[[Tensor], Tensor]:
-        return self.forward
+    def finish_ste(
+        self, x_adv: Tensor, x: Tensor, budget: float | Tensor | None, norm: Norm = "linf"
+    ) -> Tensor:
+        """:meth:`finish` in the forward pass, identity in the backward pass (straight-through),
+        so an optimizer can judge success on the images it will really return."""
+        final = self.finish(x_adv.detach(), x, budget, norm)
+        return x_adv + (final - x_adv).detach()
+
+
+@dataclass
+class Best:
+    """Per-image best adversarial images found so far (final, i.e. quantized, images).
+
+    Attributes:
+        images: ``[N, C, H, W]`` final images.
+        outputs: model outputs on them.
+        success: bool ``[N]``.
+        loss: ``[N]`` objective loss on them (ties between failures go to the higher loss).
+        iterations: long ``[N]`` gradient steps or queries spent so far.
+    """
+
+    images: Tensor
+    outputs: Tensor
+    success: Tensor
+    loss: Tensor
+    iterations: Tensor
+
+    @classmethod
+    def evaluate(
+        cls,
+        ctx: AttackContext,
+        x: Tensor,
+        x_adv: Tensor,
+        objective: Objective,
+        iterations: Tensor,
+        budget: float | Tensor | None,
+        norm: Norm = "linf",
+    ) -> Best:
+        final, outputs = ctx.evaluate(x_adv, x, budget, norm)
+        return cls(
+            final, outputs, objective.success(outputs), objective.loss(outputs), iterations
+        )
+
+    def robust(self) -> Tensor:
+        """Indices of the images not yet fooled."""
+        return (~self.success).nonzero().flatten()
+
+    def merge(self, index: Tensor, other: Best, *, by_loss: bool = True) -> None:
+        """Take ``other`` (results for the images at ``index``) where it is better: a success
+        over a failure, or (``by_loss``) a higher loss between failures."""
+        better = other.success & ~self.success[index]
+        if by_loss:
+            better |= ~self.success[index] & ~other.success & (other.loss > self.loss[index])
+        keep = index[better]
+        self.images[keep] = other.images[better]
+        self.outputs[keep] = other.outputs[better]
+        self.success[keep] = other.success[better]
+        self.loss[keep] = other.loss[better]
+        self.iterations[index] += other.iterations
+
+    def outcome(self, budget: float | Tensor | None, norm: Norm = "linf") -> Outcome:
+        return Outcome(
+            self.images, self.iterations, budget=budget, norm=norm, outputs=self.outputs
+        )
+
+
+#: ``(index, x_sub, objective_sub, mask_sub) -> (x_adv_sub, iterations_sub)``, where
+#: ``index`` holds the positions of the sub-batch in the full batch.
+AttackFn = Callable[[Tensor, Tensor, "Objective", Tensor | None], tuple[Tensor, Tensor]]
+
+
+def run_on_robust(
+    ctx: AttackContext,
+    x: Tensor,
+    objective: Objective,
+    mask: Tensor | None,
+    best: Best,
+    attack: AttackFn,
+    budget: float | Tensor | None,
+    norm: Norm = "linf",
+    *,
+    by_loss: bool = True,
+) -> int:
+    """Run ``attack`` (an :data:`AttackFn`) on the images ``best`` has not fooled yet and
+    merge the results; returns how many it ran on.
+
+    This is how restarts and the AutoAttack cascade spend effort only where it is needed.
+    """
+    todo = best.robust()
+    if todo.numel() == 0:
+        return 0
+    n = x.shape[0]
+    sub_mask = mask[todo] if mask is not None and mask.shape[0] == n else mask
+    sub_budget = budget[todo] if isinstance(budget, Tensor) and budget.dim() else budget
+    sub = objective.subset(todo)
+    x_sub = x[todo]
+    adv, iterations = attack(todo, x_sub, sub, sub_mask)
+    best.merge(
+        todo,
+        Best.evaluate(ctx, x_sub, adv, sub, iterations, sub_budget, norm),
+        by_loss=by_loss,
+    )
+    return int(todo.numel())
 
 
 def _as_2d(out: Tensor) -> Tensor:
@@ -464,6 +572,35 @@ def _check_mask(mask: Tensor | None, x: Tensor) -> Tensor | None:
     return (mask.to(device=x.device) > 0).to(x.dtype)
 
 
+def iterate_batches(
+    images: Tensor,
+    labels: Tensor,
+    mask: Tensor | None,
+    *,
+    batch_size: int,
+    device: torch.device,
+    generator: torch.Generator | None,
+    shuffle: bool = True,
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None]]:
+    """Mini-batches of a dataset held in tensors (any device), moved to ``device``; the
+    order is a permutation drawn from ``generator`` when ``shuffle``."""
+    n = images.shape[0]
+    if shuffle:
+        gen_device = generator.device if generator is not None else torch.device("cpu")
+        order = torch.randperm(n, generator=generator, device=gen_device).to(images.device)
+    else:
+        order = torch.arange(n, device=images.device)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        xb = _check_images(images[index], device)
+        yb = labels[index.to(labels.device)].to(device)
+        mb = None
+        if mask is not None:
+            mb = mask[index.to(mask.device)] if mask.shape[0] == n else mask
+            mb = _check_mask(mb, xb)
+        yield xb, yb, mb
+
+
 def params_key(params: AttackParams, exclude: frozenset[str] = frozenset()) -> str:
     """A stable JSON rendering of the parameters that shape fitted state."""
     data = params.model_dump(exclude=set(exclude))
@@ -473,46 +610,70 @@ def params_key(params: AttackParams, exclude: frozenset[str] = frozenset()) -> s
 class FittedAttack(Attack[P]):
     """An attack that is first fitted on a dataset (GAP, UAP).
 
-    The fitted state depends on the model and on the parameters; :meth:`state_key` names
-    that pair, :meth:`save` stores it (safetensors, with the key in the metadata) and
-    :meth:`load` refuses state fitted for another model or other settings, so an audit can
-    fit once as its own stage and reuse the state on every shard.
+    The fitted state depends on the model and on the parameters. :meth:`save` stores it as
+    safetensors with the model fingerprint (the card's sha256) and the parameters in the
+    metadata; :meth:`load` refuses state fitted with other parameters, and attacking a
+    model other than the one it was fitted for raises. :meth:`state_key` and
+    :meth:`cache_name` name the (model, parameters, data) triple so an audit can fit once
+    as its own stage and reuse the state on every shard.
     """
 
     requires_fit: ClassVar[bool] = True
-    #: Parameters that do not change the fitted state (they only affect attack time).
+    #: Parameters that do not change the fitted state (they only matter at attack time).
     runtime_params: ClassVar[frozenset[str]] = frozenset({"quantize", "autocast"})
 
     def __init__(self, params: P) -> None:
         super().__init__(params)
-        self.fitted_key: str | None = None
+        #: Fingerprint of the model the state was fitted for (``None`` before a fit).
+        self.fitted_for: str | None = None
 
     @property
     def fitted(self) -> bool:
-        return self.fitted_key is not None
+        return self.fitted_for is not None
 
-    def state_key(self, model: nn.Module) -> str:
-        """sha256 of (model fingerprint, attack name, state-shaping parameters)."""
-        text = "\n".join(
-            [model_fingerprint(model), self.name, params_key(self.params, self.runtime_params)]
-        )
+    def settings_key(self) -> str:
+        """JSON of the parameters that shape the fitted state."""
+        return params_key(self.params, self.runtime_params)
+
+    def state_key(self, model: nn.Module, data: str = "") -> str:
+        """sha256 of (model fingerprint, attack name, state parameters, ``data``), where
+        ``data`` names the fitting set (e.g. the dataset's sha256) when it matters."""
+        text = "\n".join([model_fingerprint(model), self.name, self.settings_key(), data])
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def cache_name(self, model: nn.Module) -> str:
+    def cache_name(self, model: nn.Module, data: str = "") -> str:
         """A file name for the fitted state of this attack on ``model``."""
-        return f"{self.name}-{self.state_key(model)[:24]}.safetensors"
+        return f"{self.name}-{self.state_key(model, data)[:24]}.safetensors"
 
     def _require_fitted(self, model: nn.Module) -> None:
-        if self.fitted_key is None:
-            from models.errors import ConflictError
-
+        if self.fitted_for is None:
             raise ConflictError(
                 f"attack {self.name!r} must be fitted first: call fit(...) or load(...)"
             )
-        if self.fitted_key != self.state_key(model):
+        if self.fitted_for != model_fingerprint(model):
             raise InvalidParametersError(
-                f"attack {self.name!r} was fitted for another model or other parameters"
+                f"attack {self.name!r} was fitted for another model; fit or load it for this one"
             )
+
+    def _metadata(self) -> dict[str, str]:
+        assert self.fitted_for is not None
+        return {
+            "attack": self.name,
+            "model": self.fitted_for,
+            "settings": self.settings_key(),
+        }
+
+    def _check_metadata(self, metadata: dict[str, str], model: nn.Module | None) -> None:
+        if metadata.get("attack") != self.name:
+            raise InvalidParametersError(
+                f"state file is for attack {metadata.get('attack')!r}, not {self.name!r}"
+            )
+        if metadata.get("settings") != self.settings_key():
+            raise InvalidParametersError(
+                f"state file was fitted with other parameters: {metadata.get('settings')}"
+            )
+        if model is not None and metadata.get("model") != model_fingerprint(model):
+            raise InvalidParametersError("state file was fitted for another model")
 
     @abstractmethod
     def fit(
@@ -526,22 +687,18 @@ class FittedAttack(Attack[P]):
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         head: Head | str | None = None,
-    ) -> FittedAttack[P]:
-        """Fit the state on a dataset (tensors on any device; batches are moved)."""
+    ) -> Self:
+        """Fit the state on a dataset: ``images`` ``[N, C, H, W]`` in ``[0, 1]`` and labels
+        on any device (batches are moved to the model's); ``epochs``/``batch_size``
+        override the parameters. Returns ``self``."""
 
     @abstractmethod
-    def save(self, path: str) -> None:
-        """Write the fitted state (safetensors, key and parameters in the metadata)."""
+    def save(self, path: str | Path) -> None:
+        """Write the fitted state (safetensors; model, attack and parameters in metadata)."""
 
     @abstractmethod
-    def load(self, path: str, model: nn.Module | None = None) -> FittedAttack[P]:
+    def load(self, path: str | Path, model: nn.Module | None = None) -> Self:
         """Read state written by :meth:`save`; with ``model``, check it was fitted for it."""
-
-
-def autocast_context(ctx: AttackContext) -> Any:
-    if ctx.autocast and ctx.device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return nullcontext()
 
 
 __all__ = [
@@ -549,9 +706,11 @@ __all__ = [
     "Attack",
     "AttackContext",
     "AttackResult",
+    "Best",
     "FittedAttack",
     "Outcome",
     "TargetedParams",
     "frozen",
     "model_fingerprint",
+    "run_on_robust",
 ]

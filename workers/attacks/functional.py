@@ -81,7 +81,7 @@ def project(delta: Tensor, eps: float | Tensor, norm: Norm) -> Tensor:
     return project_linf(delta, eps) if norm == "linf" else project_l2(delta, eps)
 
 
-def _rand(
+def draw_noise(
     shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None, normal: bool = False
 ) -> Tensor:
     """Uniform ``[0, 1)`` (or standard normal) noise on ``like``'s device.
@@ -109,11 +109,11 @@ def random_init(
     """
     e = per_sample(eps, x)
     if norm == "linf":
-        return (_rand(tuple(x.shape), x, generator) * 2.0 - 1.0) * e
-    direction = _rand(tuple(x.shape), x, generator, normal=True)
+        return (draw_noise(tuple(x.shape), x, generator) * 2.0 - 1.0) * e
+    direction = draw_noise(tuple(x.shape), x, generator, normal=True)
     direction = direction / (l2_norms(direction).view(-1, *([1] * (x.dim() - 1))) + _TINY)
     d = x[0].numel()
-    radius = _rand((x.shape[0],), x, generator).pow(1.0 / d)
+    radius = draw_noise((x.shape[0],), x, generator).pow(1.0 / d)
     return direction * radius.view(-1, *([1] * (x.dim() - 1))) * e
 
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from workers.attacks import functional as F
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack, AttackContext, Best, Outcome, run_on_robust
 from workers.attacks.objectives import Objective
 from workers.attacks.params import NormBudgetParams, Restarts, Steps, StepSize
 from workers.attacks.registry import register
@@ -55,72 +55,51 @@ def run_pgd(
     mask: Tensor | None,
     generator: torch.Generator,
     *,
-    eps: float,
+    eps: float | Tensor,
     norm: F.Norm,
-    step_size: float,
+    step_size: float | Tensor,
     steps: int,
     random_start: bool,
     restarts: int = 1,
 ) -> Outcome:
-    """PGD with restarts on the still-robust images; every restart is :func:`F.pgd`."""
-    n = x.shape[0]
+    """PGD; restarts run only on the images still robust after quantization. Every run is
+    :func:`workers.attacks.functional.pgd`."""
 
-    def loss_fn(out: Tensor) -> Tensor:
-        return objective.loss(out).sum()
-
-    first = F.pgd(
-        ctx.forward,
-        x,
-        loss_fn,
-        eps=eps,
-        step_size=step_size,
-        steps=steps,
-        norm=norm,
-        random_start=random_start,
-        generator=generator,
-        mask=mask,
-    )
-    iterations = torch.full((n,), steps, dtype=torch.long, device=x.device)
-    if restarts == 1:
-        return Outcome(first, iterations, budget=eps, norm=norm)
-
-    best, outputs = ctx.evaluate(first, x, eps, norm)
-    success = objective.success(outputs)
-    best_loss = objective.loss(outputs)
-    for _ in range(restarts - 1):
-        todo = (~success).nonzero().flatten()
-        if todo.numel() == 0:
-            break
-        sub = objective.subset(todo)
-        sub_mask = mask[todo] if mask is not None and mask.shape[0] == n else mask
-        x_sub = x[todo]
-
-        def sub_loss(out: Tensor, sub: Objective = sub) -> Tensor:
+    def once(
+        index: Tensor | None, x_sub: Tensor, sub: Objective, mask_sub: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        def loss_fn(out: Tensor) -> Tensor:
             return sub.loss(out).sum()
 
-        cand = F.pgd(
+        adv = F.pgd(
             ctx.forward,
             x_sub,
-            sub_loss,
-            eps=eps,
-            step_size=step_size,
+            loss_fn,
+            eps=_take(eps, index),
+            step_size=_take(step_size, index),
             steps=steps,
             norm=norm,
             random_start=random_start,
             generator=generator,
-            mask=sub_mask,
+            mask=mask_sub,
         )
-        cand, cand_out = ctx.evaluate(cand, x_sub, eps, norm)
-        cand_success = sub.success(cand_out)
-        cand_loss = sub.loss(cand_out)
-        better = cand_success | (cand_loss > best_loss[todo])
-        keep = todo[better]
-        best[keep] = cand[better]
-        outputs[keep] = cand_out[better]
-        success[keep] = cand_success[better]
-        best_loss[keep] = cand_loss[better]
-        iterations[todo] += steps
-    return Outcome(best, iterations, budget=eps, norm=norm, outputs=outputs)
+        return adv, torch.full((x_sub.shape[0],), steps, dtype=torch.long, device=x.device)
+
+    adv, iterations = once(None, x, objective, mask)
+    if restarts == 1:
+        # The common case stays lean: the base class quantizes and judges once.
+        return Outcome(adv, iterations, budget=eps, norm=norm)
+    best = Best.evaluate(ctx, x, adv, objective, iterations, eps, norm)
+    for _ in range(restarts - 1):
+        if run_on_robust(ctx, x, objective, mask, best, once, eps, norm) == 0:
+            break
+    return best.outcome(eps, norm)
+
+
+def _take(value: float | Tensor, index: Tensor | None) -> float | Tensor:
+    if index is None or not isinstance(value, Tensor) or value.dim() == 0:
+        return value
+    return value[index]
 
 
 @register

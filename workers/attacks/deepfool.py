@@ -1,0 +1,129 @@
+"""DeepFool, a minimum-norm attack (L2 or L-infinity).
+
+Moosavi-Dezfooli, Fawzi, Frossard, "DeepFool: a simple and accurate method to fool deep
+neural networks", CVPR 2016. At each step the model is linearized around the current
+image and the image moves to the nearest linearized decision boundary; the accumulated
+perturbation is scaled by ``1 + overshoot`` to cross it.
+
+The boundaries are the head's margins (:meth:`Objective.margins`), which makes the
+method valid beyond multi-class softmax:
+
+- softmax: ``z_y - z_j`` for the ``candidates`` classes ranked highest on the clean image
+  (the original multi-class DeepFool);
+- binary-logit: the single logit signed toward the label (the original binary case,
+  exact for an affine model);
+- multi-label: each finding's logit against its threshold; the attack moves to the
+  nearest finding boundary, i.e. flips the easiest finding (untargeted success).
+
+Success is checked on the images the attack will return (8-bit quantized by default),
+so an image is only finished when its quantized version fools the model. The result's
+``norm_found`` is the size of the returned perturbation in ``norm`` where it succeeded.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar
+
+import torch
+from pydantic import AfterValidator
+from torch import Tensor
+
+from models.card import Head
+from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.objectives import Objective
+from workers.attacks.params import AttackParams, Finding, Norm, Overshoot, PositiveSteps
+from workers.attacks.registry import register
+
+
+def _candidates(value: int) -> int:
+    if value < 1:
+        raise ValueError("candidates must be >= 1")
+    return value
+
+
+class DeepFoolParams(AttackParams):
+    """DeepFool: at most ``steps`` linearizations, ``overshoot``, ``candidates`` classes."""
+
+    norm: Norm = "l2"
+    steps: PositiveSteps = 50
+    overshoot: Overshoot = 0.02
+    candidates: Annotated[int, AfterValidator(_candidates)] = 10
+    finding: Finding = None
+
+
+@register
+class DeepFool(Attack[DeepFoolParams]):
+    """DeepFool on the head's margins (softmax, binary-logit and multi-label)."""
+
+    name: ClassVar[str] = "deepfool"
+    params_model: ClassVar[type[DeepFoolParams]] = DeepFoolParams
+    minimum_norm: ClassVar[bool] = True
+
+    def _attack(
+        self,
+        ctx: AttackContext,
+        x: Tensor,
+        objective: Objective,
+        mask: Tensor | None,
+        generator: torch.Generator,
+    ) -> Outcome:
+        p = self.params
+        n = x.shape[0]
+        view = (-1, *([1] * (x.dim() - 1)))
+        columns = self._columns(ctx, x, objective)
+        total = torch.zeros_like(x)
+        current = x.clone()
+        iterations = torch.zeros(n, dtype=torch.long, device=x.device)
+        active = torch.arange(n, device=x.device)
+
+        for it in range(p.steps + 1):
+            x_a = current[active].requires_grad_(True)
+            margins = objective.subset(active).margins(ctx.forward(x_a))
+            keep = (margins.detach() > 0).all(dim=1)
+            if it == p.steps or not bool(keep.any()):
+                break
+            if columns is not None:
+                margins = margins.gather(1, columns[active])
+            grads = []
+            for j in range(margins.shape[1]):
+                (g,) = torch.autograd.grad(
+                    margins[:, j].sum(), x_a, retain_graph=j < margins.shape[1] - 1
+                )
+                grads.append(g[keep])
+            with torch.no_grad():
+                active = active[keep]
+                grad = torch.stack(grads, dim=1)  # [n_active, M, C, H, W]
+                if mask is not None:
+                    grad = grad * (mask[active] if mask.shape[0] == n else mask).unsqueeze(1)
+                flat = grad.flatten(2)
+                size = flat.norm(p=2, dim=2) if p.norm == "l2" else flat.abs().sum(dim=2)
+                value = margins.detach()[keep].abs() + 1e-4
+                nearest = (value / (size + 1e-12)).argmin(dim=1, keepdim=True)
+                g = grad[torch.arange(grad.shape[0], device=x.device), nearest.flatten()]
+                v = value.gather(1, nearest).flatten()
+                s = size.gather(1, nearest).flatten()
+                # Step to the linearized boundary: -v / ||g||^2 * g (L2) or -v / ||g||_1 *
+                # sign(g) (L-infinity, the dual norm).
+                if p.norm == "l2":
+                    step = -(v / (s**2 + 1e-12)).view(view) * g
+                else:
+                    step = -(v / (s + 1e-12)).view(view) * g.sign()
+                total[active] += step
+                iterations[active] += 1
+                candidate = (x[active] + (1.0 + p.overshoot) * total[active]).clamp(0.0, 1.0)
+                current[active] = ctx.finish(candidate, x[active], None, p.norm)
+        return Outcome(current, iterations, budget=None, norm=p.norm)
+
+    def _columns(self, ctx: AttackContext, x: Tensor, objective: Objective) -> Tensor | None:
+        """For a softmax head with more than ``candidates + 1`` classes, the margin columns
+        of the classes ranked highest on the clean image (the paper's speed-up)."""
+        if ctx.head != Head.SOFTMAX or ctx.num_classes - 1 <= self.params.candidates:
+            return None
+        with torch.no_grad():
+            z = ctx.forward(x)
+        y = objective.labels.view(-1, 1)
+        ranked = z.scatter(1, y, float("-inf")).argsort(dim=1, descending=True)
+        ranked = ranked[:, : self.params.candidates]
+        # Column j of the margins is class j for j < y and class j + 1 after it.
+        return ranked - (ranked > y).long()
+

@@ -1,0 +1,168 @@
+"""Universal adversarial perturbation (UAP): one perturbation for a whole dataset.
+
+Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal adversarial perturbations", CVPR 2017
+introduced the idea (with a per-image DeepFool loop). We fit it the batched way of
+Shafahi, Najibi, Xu, Dickerson, Davis, Goldstein, "Universal Adversarial Training", AAAI
+2020: projected stochastic gradient ascent on the batch loss with respect to the single
+perturbation ``[C, H, W]``, with each image's loss clipped at ``9`` so images already
+fooled stop dominating. Budgets are L-infinity (``eps`` in ``[0, 1]``) or L2, in pixel
+units of ``[0, 1]`` images; the loss follows the head (targets as for PGD).
+
+Fit once with :meth:`UAP.fit`, :meth:`UAP.save` it (safetensors), :meth:`UAP.load` it on
+every shard; attacking adds it to each image (inside the mask when given) and clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import ClassVar, Self
+
+import torch
+from torch import Tensor, nn
+
+from models.card import Head
+from models.errors import ConflictError, InvalidModelFileError
+from workers.attacks import functional as F
+from workers.attacks.base import (
+    AttackContext,
+    FittedAttack,
+    Outcome,
+    frozen,
+    iterate_batches,
+    model_device,
+    model_fingerprint,
+)
+from workers.attacks.objectives import Objective, check_labels
+from workers.attacks.params import BatchSize, Epochs, NormBudgetParams, StepSize
+from workers.attacks.registry import register
+
+logger = logging.getLogger(__name__)
+
+#: Per-image loss ceiling during the fit (Shafahi et al.'s clipped loss).
+LOSS_CLIP = 9.0
+
+
+class UAPParams(NormBudgetParams):
+    """UAP: ``eps`` budget in ``norm``; sign (L-infinity) or normalized (L2) ascent steps
+    of ``step_size`` (default ``eps / 8``) over ``epochs`` passes of ``batch_size``."""
+
+    step_size: StepSize | None = None
+    epochs: Epochs = 5
+    batch_size: BatchSize = 32
+
+    def resolved_step(self) -> float:
+        return self.step_size if self.step_size is not None else max(self.eps / 8.0, 1e-12)
+
+
+@register
+class UAP(FittedAttack[UAPParams]):
+    """A single image-agnostic perturbation fitted on a dataset."""
+
+    name: ClassVar[str] = "uap"
+    params_model: ClassVar[type[UAPParams]] = UAPParams
+
+    def __init__(self, params: UAPParams) -> None:
+        super().__init__(params)
+        #: ``[1, C, H, W]`` fitted perturbation.
+        self.delta: Tensor | None = None
+
+    def fit(
+        self,
+        model: nn.Module,
+        images: Tensor,
+        labels: Tensor,
+        *,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        generator: torch.Generator | None = None,
+        mask: Tensor | None = None,
+        head: Head | str | None = None,
+    ) -> Self:
+        p = self.params
+        epochs = epochs or p.epochs
+        batch_size = batch_size or p.batch_size
+        ctx = self.context(model, images[:1], head)
+        labels = check_labels(labels, ctx.head, ctx.num_classes, images.shape[0])
+        step = p.resolved_step()
+        delta = torch.zeros(1, *images.shape[1:], device=ctx.device)
+        if generator is None:
+            generator = torch.Generator().manual_seed(p.seed)
+        with frozen(model), torch.enable_grad():
+            for epoch in range(epochs):
+                fooled, count = 0, 0
+                for xb, yb, mb in iterate_batches(
+                    images, labels, mask, batch_size=batch_size, device=ctx.device,
+                    generator=generator,
+                ):  # fmt: skip
+                    objective = self.objective(ctx, xb, yb)
+                    delta.requires_grad_(True)
+                    shift = delta if mb is None else delta * mb
+                    outputs = ctx.forward((xb + shift).clamp(0.0, 1.0))
+                    loss = objective.loss(outputs).clamp(max=LOSS_CLIP).sum()
+                    (grad,) = torch.autograd.grad(loss, delta)
+                    delta.requires_grad_(False)
+                    if p.norm == "linf":
+                        delta.add_(grad.sign(), alpha=step)
+                    else:
+                        delta.add_(grad / (grad.norm() + 1e-12), alpha=step)
+                    delta = F.project(delta, p.eps, p.norm)
+                    fooled += int(objective.success(outputs.detach()).sum())
+                    count += xb.shape[0]
+                logger.info("uap epoch %d/%d: fooling rate %.3f", epoch + 1, epochs, fooled / count)
+        self.delta = delta.detach()
+        self.fitted_for = model_fingerprint(model)
+        return self
+
+    def _attack(
+        self,
+        ctx: AttackContext,
+        x: Tensor,
+        objective: Objective,
+        mask: Tensor | None,
+        generator: torch.Generator,
+    ) -> Outcome:
+        self._require_fitted(ctx.model)
+        assert self.delta is not None
+        if tuple(self.delta.shape[1:]) != tuple(x.shape[1:]):
+            raise ConflictError(
+                f"the UAP was fitted on {tuple(self.delta.shape[1:])} images, "
+                f"not {tuple(x.shape[1:])}"
+            )
+        delta = self.delta.to(x.device)
+        if mask is not None:
+            delta = delta * mask
+        x_adv = (x + delta).clamp_(0.0, 1.0)
+        zeros = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+        return Outcome(x_adv, zeros, budget=self.params.eps, norm=self.params.norm)
+
+    def save(self, path: str | Path) -> None:
+        from safetensors.torch import save_file
+
+        if self.delta is None or self.fitted_for is None:
+            raise ConflictError("attack 'uap' has no fitted perturbation to save: call fit()")
+        save_file(
+            {"perturbation": self.delta.detach().cpu().contiguous()},
+            str(path),
+            metadata=self._metadata(),
+        )
+
+    def load(self, path: str | Path, model: nn.Module | None = None) -> Self:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file, safe_open
+
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = dict(handle.metadata() or {})
+            state = load_file(str(path))
+        except (SafetensorError, OSError) as exc:
+            raise InvalidModelFileError(f"cannot read UAP state from {path}: {exc}") from exc
+        self._check_metadata(metadata, model)
+        delta = state.get("perturbation")
+        if delta is None or delta.dim() != 4 or delta.shape[0] != 1:
+            raise InvalidModelFileError(f"{path} holds no [1, C, H, W] perturbation")
+        if model is not None:
+            delta = delta.to(model_device(model))
+        self.delta = delta
+        self.fitted_for = metadata["model"]
+        return self
