@@ -259,6 +259,12 @@ def flips_figure(attacks: dict[str, Any]) -> Figure | None:
     axes = grid[:, 0]
     x = np.arange(len(names))
     width = 0.8 / len(shown)
+    top = max(
+        (attacks[k]["per_label"][n][f]["rate"] or 0.0
+         for k in shown for n in names for f in ("missed_disease", "false_alarm")),
+        default=0.0,
+    )
+    ylim = min(1.0, max(0.1, top * 1.2))  # small rates stay readable
     for panel, (field, title) in enumerate(
         (("missed_disease", "missed disease (diseased -> healthy)"),
          ("false_alarm", "false alarm (healthy -> diseased)"))
@@ -271,7 +277,7 @@ def flips_figure(attacks: dict[str, Any]) -> Figure | None:
                    color=PALETTE[i % len(PALETTE)], label=key)
         ax.set_ylabel("rate")
         ax.set_title(title, fontsize=10)
-        ax.set_ylim(0, 1)
+        ax.set_ylim(0, ylim)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     axes[1].set_xticks(x, names, rotation=45 if len(names) > 4 else 0,

@@ -520,8 +520,9 @@ def auroc_figure(
     ax.set_xticks(x, label_names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center",
                   fontsize=8)
     ax.set_ylabel("AUROC")
-    ax.set_ylim(0, 1.0)
-    ax.legend(fontsize=8)
+    ax.set_ylim(0, 1.2)  # headroom for the legend above the bars
+    ax.set_yticks(np.linspace(0, 1, 6))
+    ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 3), frameon=False)
     caption = "AUROC per finding, clean and under the strongest attacks (dashed: chance)."
     if len(attacks) > len(ranked):
         caption += f" {len(ranked)} of {len(attacks)} attack settings shown (lowest mean AUROC)."
