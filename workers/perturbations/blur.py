@@ -55,9 +55,13 @@ def _gaussian_blur(x: torch.Tensor, fraction: float, g: torch.Generator) -> torc
     h, w = x.shape[-2:]
     sigma = fraction * short_side(x)
     radius = max(1, math.ceil(3.0 * sigma))
-    t = torch.arange(-radius, radius + 1, dtype=torch.float32, device=x.device)
-    taps = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
-    taps = taps / taps.sum()
+    t = torch.arange(-radius, radius + 1, dtype=torch.float64, device=x.device)
+    # The Gaussian integrated over each pixel (differences of its CDF): sub-pixel sigmas
+    # still blur a little instead of rounding to the identity.
+    edges = torch.special.ndtr((t + 0.5) / max(sigma, 1e-6)) - torch.special.ndtr(
+        (t - 0.5) / max(sigma, 1e-6)
+    )
+    taps = (edges / edges.sum()).float()
     # Separable filtering as two matrix products: on the CPU this is 10-20x faster than
     # thin (1 x k) convolutions, and the kernel grows with the image anyway.
     return _separable_matrix(h, taps) @ x @ _separable_matrix(w, taps).T
@@ -131,10 +135,10 @@ PERTURBATIONS: tuple[Perturbation, ...] = (
         name="defocus_blur",
         family=Family.BLUR,
         fn=_defocus,
-        severities=(0.008, 0.015, 0.023, 0.033, 0.045),
+        severities=(0.01, 0.018, 0.027, 0.038, 0.05),
         units="disk radius as a fraction of the shorter side",
         description="Out-of-focus disk blur.",
-        sweep=(0.0, 0.033),
+        sweep=(0.0, 0.038),
     ),
     Perturbation(
         name="motion_blur",
