@@ -71,7 +71,8 @@ def test_modality_selection() -> None:
     # A 3-channel radiograph model (CheXNet-style) still gets the radiograph artefacts.
     assert "grid_lines" in perturbations_for(3, "radiograph")
     generic = [n for n in ALL if get_perturbation(n).family != Family.ARTEFACT]
-    assert set(generic) <= set(grey) and set(generic) <= set(colour)
+    assert set(generic) <= set(grey)
+    assert set(generic) <= set(colour)
 
 
 @pytest.mark.parametrize("name", ALL)
