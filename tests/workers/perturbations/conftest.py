@@ -47,8 +47,8 @@ def blob_task(
 def wrap(net: torch.nn.Module, channels: int = 1, labels: tuple[str, ...] = ("normal", "lesion"),
          head: Head = Head.SOFTMAX, task: str = "single-label") -> DiagnosticModel:
     card = ModelCard(
-        name="tiny", task=task, labels=labels,  # type: ignore[arg-type]
-        input={"channels": channels, "height": SIZE, "width": SIZE},  # type: ignore[arg-type]
+        name="tiny", task=task, labels=labels,
+        input={"channels": channels, "height": SIZE, "width": SIZE},
     )
     return DiagnosticModel(net, card, head).eval()
 
