@@ -15,6 +15,7 @@ CPU (GPU kernels may add their own nondeterminism).
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import time
@@ -282,11 +283,13 @@ def evaluate(
     step_size: float,
     batch_size: int,
     generator: torch.Generator,
-    on_batch: Callable[[], None] | None = None,
+    before_batch: Callable[[], None] | None = None,
+    after_batch: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
     """``(clean accuracy, robust accuracy)`` of ``model`` on ``split`` under L-infinity PGD
     (uniform random start, head loss), eps in [0, 1] pixel units. Robust counts an image
-    only if it is right clean and attacked. The model is left in eval mode."""
+    only if it is right clean and attacked. The model is left in eval mode.
+    ``before_batch`` may raise to stop (cancellation); ``after_batch`` reports progress."""
     from workers.attacks.functional import pgd
 
     model.eval()
@@ -295,8 +298,8 @@ def evaluate(
     thresholds = model.thresholds
     n_clean = n_robust = 0
     for index in _batches(len(split), batch_size, None):
-        if on_batch is not None:
-            on_batch()
+        if before_batch is not None:
+            before_batch()
         x, y = split.batch(index)
         x, y = x.to(device), y.to(device)
         with torch.no_grad():
@@ -321,6 +324,8 @@ def evaluate(
             ok_adv = correct(model(adv), y, head, thresholds)
         n_clean += int(ok.sum())
         n_robust += int((ok & ok_adv).sum())
+        if after_batch is not None:
+            after_batch()
     return n_clean / len(split), n_robust / len(split)
 
 
@@ -433,16 +438,16 @@ def train_defense(
     total_units = p.epochs * (train_batches + val_batches)
     done_units = start * (train_batches + val_batches)
 
-    def tick(stage: str) -> None:
-        nonlocal done_units
+    def check(stage: str) -> None:
         if should_stop is not None and should_stop():
             raise JobCancelledError(
                 f"defense {method!r} cancelled during {stage}",
                 {"completed_epochs": len(history)},
             )
-        done_units += 1
 
-    def report(stage: str) -> None:
+    def advance(stage: str) -> None:
+        nonlocal done_units
+        done_units += 1
         if progress is not None:
             progress(min(1.0, done_units / total_units), stage)
 
@@ -460,7 +465,7 @@ def train_defense(
             order = torch.randperm(len(train_split), generator=rng.cpu)
             batches = _batches(len(train_split), p.batch_size, order)
             for i, index in enumerate(batches):
-                tick(stage)
+                check(stage)
                 lr = learning_rate(p, epoch, i, len(batches))
                 for group in optimizer.param_groups:
                     group["lr"] = lr
@@ -476,15 +481,10 @@ def train_defense(
                 loss.backward()
                 optimizer.step()
                 total_loss += float(loss.detach())
-                report(stage)
+                advance(stage)
         seconds = time.perf_counter() - t0
 
         val_stage = f"epoch {epoch}/{p.epochs}: validating"
-
-        def on_val_batch(stage: str = val_stage) -> None:
-            tick(stage)
-            report(stage)
-
         t1 = time.perf_counter()
         clean_acc, robust_acc = evaluate(
             work,
@@ -494,7 +494,8 @@ def train_defense(
             step_size=eval_step,
             batch_size=p.batch_size,
             generator=_generator(dev, eval_gen_seed),
-            on_batch=on_val_batch,
+            before_batch=functools.partial(check, val_stage),
+            after_batch=functools.partial(advance, val_stage),
         )
         record = EpochRecord(
             epoch=epoch,
