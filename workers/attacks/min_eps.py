@@ -24,7 +24,7 @@ from models.card import Head
 from workers.attacks import functional as F
 from workers.attacks.base import Attack, AttackContext, Outcome
 from workers.attacks.objectives import Objective
-from workers.attacks.params import AnyEps, PositiveSteps, TargetedParams
+from workers.attacks.params import AnyEps, PositiveSteps, TargetedParams, check_budget
 from workers.attacks.registry import get_attack, register
 
 
@@ -45,8 +45,7 @@ class MinEpsParams(TargetedParams):
 
     @model_validator(mode="after")
     def _eps_max_in_range(self) -> MinEpsParams:
-        if self.norm == "linf" and self.eps_max > 1.0:
-            raise ValueError("eps_max must be in [0, 1]")
+        check_budget("eps_max", self.eps_max, self.norm)
         return self
 
 

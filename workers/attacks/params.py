@@ -74,9 +74,6 @@ def _non_negative(name: str) -> Callable[[float], float]:
 
 
 Eps = Annotated[float, BeforeValidator(parse_fraction), AfterValidator(_unit_interval("eps"))]
-EpsMax = Annotated[
-    float, BeforeValidator(parse_fraction), AfterValidator(_unit_interval("eps_max"))
-]
 StepSize = Annotated[float, BeforeValidator(parse_fraction), AfterValidator(_positive("step_size"))]
 Steps = Annotated[int, AfterValidator(_at_least("steps", 0))]
 PositiveSteps = Annotated[int, AfterValidator(_at_least("steps", 1))]
@@ -150,14 +147,16 @@ def validate_params(model: type[P], attack: str, params: Mapping[str, Any]) -> P
         ) from exc
 
 
-def _non_negative_eps(value: float) -> float:
-    if value < 0.0:
-        raise ValueError("eps must be >= 0")
-    return value
+#: A budget whose range depends on the norm (checked by the model that holds it).
+AnyEps = Annotated[float, BeforeValidator(parse_fraction)]
 
 
-#: A budget whose range depends on the norm (checked by :class:`NormBudgetParams`).
-AnyEps = Annotated[float, BeforeValidator(parse_fraction), AfterValidator(_non_negative_eps)]
+def check_budget(name: str, value: float, norm: Norm) -> None:
+    """``[0, 1]`` for L-infinity budgets, ``>= 0`` for L2 ones."""
+    if norm == "linf" and not 0.0 <= value <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1]")
+    if norm == "l2" and not value >= 0.0:
+        raise ValueError(f"{name} must be >= 0")
 
 
 class NormBudgetParams(TargetedParams):
@@ -169,6 +168,5 @@ class NormBudgetParams(TargetedParams):
 
     @model_validator(mode="after")
     def _eps_in_range(self) -> Self:
-        if self.norm == "linf" and self.eps > 1.0:
-            raise ValueError("eps must be in [0, 1]")
+        check_budget("eps", self.eps, self.norm)
         return self

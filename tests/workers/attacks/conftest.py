@@ -116,6 +116,7 @@ def train_model(kind: str, seed: int = 0) -> Trained:
             opt.zero_grad()
             loss.backward()
             opt.step()
+    opt.zero_grad(set_to_none=True)
     model.eval()
     x_test, y_test = x[512:], y[512:]
     with torch.no_grad():
