@@ -1,0 +1,182 @@
+"""The HTML report: numbers present, strings escaped, pictures embedded, one file."""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workers.analyses.base import Figure, Section
+from workers.reports.html import render_html
+
+
+class Collector(HTMLParser):
+    """Every tag, and every URL-bearing attribute, of a document."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.urls: list[tuple[str, str, str]] = []
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        for name, value in attrs:
+            if name in ("src", "href", "action", "srcset", "poster", "data") and value:
+                self.urls.append((tag, name, value))
+            if tag == "img" and name == "src" and value:
+                self.images.append(value)
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(html: str) -> Collector:
+    collector = Collector()
+    collector.feed(html)
+    collector.close()
+    return collector
+
+
+def test_contains_the_numbers(report: dict[str, Any], sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    text = " ".join(parse(html).text)
+    assert "0.700" in text  # pgd 4/255 adversarial accuracy
+    assert "0.400" in text  # pgd 8/255 adversarial accuracy
+    assert "0.600" in text  # pgd 8/255 fooling rate
+    for key in report["attacks"]:
+        assert key in text
+    ci = report["attacks"]["pgd:eps=8/255"]["adversarial"]["accuracy_ci"]
+    assert f"[{ci[0]:.3f}, {ci[1]:.3f}]" in text
+    assert report["provenance"]["packages"]["torch"] in text
+    assert "0" * 64 in text  # model sha256
+
+
+def test_verdict_comes_first(make_report: Callable[..., dict[str, Any]],
+                             sections: list[Section]) -> None:
+    html = render_html(make_report({"min_accuracy": {"pgd:eps=8/255": 0.6}}), sections)
+    banner = html.index('class="banner fail"')
+    assert "FAIL: 1 of 1 policy checks failed" in html
+    assert banner < html.index('id="sec-quantitative"') < html.index('id="provenance"')
+    passing = render_html(make_report({"min_accuracy": {"pgd:eps=4/255": 0.6}}), sections)
+    assert 'class="banner pass"' in passing
+
+
+def test_escapes_user_strings(make_report: Callable[..., dict[str, Any]],
+                              sections: list[Section]) -> None:
+    hostile = "<script>alert('x')</script>"
+    report = make_report(model_name=hostile)
+    report["sections"]["features"] = {"applicable": True, "figures": [],
+                                      "note": '<img src="http://evil/x.png">'}
+    samples = [{
+        "attack": "pgd:eps=4/255", "clean_png": b"\x89PNG", "adv_png": b"\x89PNG",
+        "perturbation_png": b"\x89PNG", "true_label": hostile,
+        "clean_pred": {"label": hostile, "probability": 0.5}, "adv_pred": hostile,
+    }]
+    html = render_html(report, sections, samples)
+    assert "<script" not in html.lower()
+    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "http://evil" not in [u[2] for u in parse(html).urls]
+    assert "script" not in parse(html).tags
+
+
+def test_single_file_with_embedded_images(report: dict[str, Any], sections: list[Section],
+                                          samples: list[dict[str, Any]]) -> None:
+    html = render_html(report, sections, samples)
+    doc = parse(html)
+    for tag, attr, url in doc.urls:
+        assert url.startswith(("data:", "#")), (tag, attr, url)
+    assert "link" not in doc.tags
+    assert "@import" not in html
+    assert "url(" not in html
+    n_figures = sum(len(s.figures) for s in sections)
+    assert n_figures >= 4  # robustness curve, AUROC, min eps, clinical flips
+    assert len(doc.images) == n_figures + 3 * len(samples)
+    for src in doc.images:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1]).startswith(b"\x89PNG")
+
+
+def test_image_grid_shows_predictions(report: dict[str, Any], sections: list[Section],
+                                      samples: list[dict[str, Any]]) -> None:
+    html = render_html(report, sections, samples)
+    text = " ".join(parse(html).text)
+    assert 'id="examples"' in html
+    assert "clean: pneumonia 0.910" in text
+    assert "adversarial: normal 0.870" in text
+    assert "truth: pneumonia" in text
+
+
+def test_figures_in_section_order(report: dict[str, Any], sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    quantitative = next(s for s in sections if s.name == "quantitative")
+    positions = [html.index(f'alt="{f.title}"') for f in quantitative.figures]
+    assert positions == sorted(positions)
+
+
+def test_unknown_section_rendered_generically(report: dict[str, Any],
+                                              sections: list[Section]) -> None:
+    report["sections"]["label_correlation"] = {
+        "applicable": True,
+        "figures": ["corr.png"],
+        "mean_abs_change": 0.125,
+        "per_attack": {"pgd:eps=4/255": {"frobenius": 0.5, "max_change": 0.25}},
+        "matrix": [[1.0, 0.5], [0.5, 1.0]],
+        "pairs": [{"a": "x", "b": "y", "delta": 0.75}],
+    }
+    report["sections"]["gradcam"] = {"applicable": False, "figures": [],
+                                      "reason": "no convolutional layer"}
+    fig = Figure(name="corr", title="Correlation", png=sections[0].figures[0].png)
+    html = render_html(report, [*sections, Section("label_correlation", True, {}, figures=[fig])])
+    text = " ".join(parse(html).text)
+    for value in ("0.125", "0.500", "0.250", "0.750", "frobenius", "max_change"):
+        assert value in text
+    assert "Not applicable: no convolutional layer" in text
+    assert 'alt="Correlation"' in html
+
+
+def test_unreliable_results_are_announced(
+    make_report: Callable[..., dict[str, Any]], make_sections: Callable[..., list[Section]]
+) -> None:
+    flagged = make_sections({"pgd:eps=4/255": 10, "pgd:eps=8/255": 20, "square:eps=8/255": 70})
+    html = render_html(make_report(sections=flagged), flagged)
+    assert "These results may be unreliable." in html
+    assert html.index("may be unreliable") < html.index('id="sec-quantitative"')
+
+
+def _chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no headless Chromium on this machine "
+                    "(Debian package 'chromium'; `make test` installs it where it can)")
+def test_renders_in_headless_chromium(report: dict[str, Any], sections: list[Section],
+                                      samples: list[dict[str, Any]], tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(render_html(report, sections, samples), encoding="utf-8")
+    browser = _chromium()
+    assert browser is not None
+    done = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )
+    assert "Robustness audit: tiny-cnn" in done.stdout
+    assert 'id="provenance"' in done.stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+         "--window-size=1280,2000", page.as_uri()],
+        capture_output=True, timeout=120, check=True,
+    )
+    assert shot.read_bytes().startswith(b"\x89PNG")
