@@ -31,6 +31,7 @@ import json
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
 
 from models.errors import RobustDxError
 
@@ -267,6 +268,8 @@ def report_errors(report: Any) -> list[str]:
     errors = sorted(_VALIDATOR.iter_errors(report), key=lambda e: list(e.absolute_path))
     out = []
     for err in errors:
+        # "not valid under any of the given schemas" says little: show the branch at fault.
+        err = best_match([err])
         path = "/".join(str(p) for p in err.absolute_path) or "(root)"
         out.append(f"{path}: {err.message}")
     return out
