@@ -73,7 +73,13 @@ def trained() -> Trained:
         order = torch.randperm(x.shape[0], generator=gen)
         for start in range(0, x.shape[0], 64):
             idx = order[start : start + 64]
-            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            # Mild noise and exposure augmentation: the model must learn the blob's shape
+            # rather than a grey-level threshold, so degradation is gradual.
+            xb = x[idx]
+            sigma = torch.rand(xb.shape[0], 1, 1, 1, generator=gen) * 0.04
+            shift = torch.rand(xb.shape[0], 1, 1, 1, generator=gen) * 0.1 - 0.05
+            xb = (xb + shift + sigma * torch.randn(xb.shape, generator=gen)).clamp(0, 1)
+            loss = torch.nn.functional.cross_entropy(net(xb), y[idx])
             opt.zero_grad()
             loss.backward()
             opt.step()
