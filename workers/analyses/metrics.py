@@ -20,7 +20,7 @@ so the intervals of clean and adversarial metrics are paired.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Literal
 
 import numpy as np
@@ -148,23 +148,24 @@ def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray
     """
     scores = np.asarray(scores, dtype=np.float64)
     positive = np.asarray(positive).astype(bool)
-    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
-    order = np.argsort(scores, kind="stable")
-    s_sorted = scores[order]
-    w_sorted = weights[:, order]
-    pos_sorted = positive[order]
-    # Tied scores form one group; a positive beats every negative of a lower group and
-    # half of the negatives of its own group.
-    starts = np.flatnonzero(np.r_[True, s_sorted[1:] != s_sorted[:-1]])
-    group_of = np.cumsum(np.r_[True, s_sorted[1:] != s_sorted[:-1]]) - 1
-    neg_w = w_sorted * ~pos_sorted
-    pos_w = w_sorted * pos_sorted
-    neg_group = np.add.reduceat(neg_w, starts, axis=1)
-    neg_below = np.cumsum(neg_group, axis=1) - neg_group
-    credit = neg_below + 0.5 * neg_group
-    wins = np.einsum("bn,bn->b", pos_w, credit[:, group_of])
-    total_pos = pos_w.sum(axis=1)
-    total_neg = neg_w.sum(axis=1)
+    weights = np.atleast_2d(np.asarray(weights))
+    if weights.dtype.kind != "f":
+        weights = weights.astype(np.float64)
+    neg_idx = np.flatnonzero(~positive)
+    pos_idx = np.flatnonzero(positive)
+    neg_idx = neg_idx[np.argsort(scores[neg_idx], kind="stable")]
+    neg_scores = scores[neg_idx]
+    # The negatives below a positive are a prefix of the sorted negatives, whatever the
+    # weights: only a cumulative sum per weighting is needed, no sort per resample.
+    lo = np.searchsorted(neg_scores, scores[pos_idx], side="left")
+    hi = np.searchsorted(neg_scores, scores[pos_idx], side="right")
+    cum = np.zeros((weights.shape[0], neg_idx.size + 1), dtype=weights.dtype)
+    np.cumsum(weights[:, neg_idx], axis=1, out=cum[:, 1:])
+    pos_w = weights[:, pos_idx]
+    credit = cum[:, lo] + cum[:, hi]  # twice (negatives below + half of the tied ones)
+    wins = 0.5 * np.einsum("bn,bn->b", pos_w, credit, dtype=np.float64)
+    total_pos = pos_w.sum(axis=1, dtype=np.float64)
+    total_neg = cum[:, -1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         auc = wins / (total_pos * total_neg)
     return np.where((total_pos > 0) & (total_neg > 0), auc, np.nan)
@@ -216,28 +217,41 @@ def changed(pred_a: np.ndarray, pred_b: np.ndarray, task: str) -> np.ndarray:
 
 
 def bootstrap_weights(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Chunks of resample counts, ``[b, n]`` float, ``n_boot`` rows in all.
+    """Chunks of resample counts, ``[b, n]`` float32, ``n_boot`` rows in all.
 
+    Row ``r`` counts how often each image is drawn in ``n`` draws with replacement.
     Deterministic for ``(n, n_boot, seed)``: every statistic bootstrapped with the same
-    seed sees the same resamples, which pairs clean and adversarial intervals.
+    seed sees the same resamples, which pairs clean and adversarial intervals. Counts are
+    exact in float32 (below 2**24).
     """
     rng = np.random.default_rng(seed)
     chunk = max(1, _BOOT_CHUNK_ELEMENTS // max(n, 1))
-    pvals = np.full(n, 1.0 / n)
     done = 0
     while done < n_boot:
         b = min(chunk, n_boot - done)
-        yield rng.multinomial(n, pvals, size=b).astype(np.float64)
+        draws = rng.integers(0, n, size=(b, n)) + (np.arange(b) * n)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * n).reshape(b, n)
+        yield counts.astype(np.float32)
         done += b
 
 
 def bootstrap_distribution(
-    statistic: Statistic, n: int, *, n_boot: int = 1000, seed: int = 0
+    statistic: Statistic,
+    n: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    weights: Iterable[np.ndarray] | None = None,
 ) -> np.ndarray:
-    """``[n_boot]`` values of ``statistic`` over bootstrap resamples (nan = undefined)."""
+    """``[n_boot]`` values of ``statistic`` over bootstrap resamples (nan = undefined).
+
+    ``weights`` may pass the chunks of :func:`bootstrap_weights` already drawn (to reuse
+    them across statistics); they are drawn from ``(n, n_boot, seed)`` otherwise.
+    """
     if n == 0 or n_boot <= 0:
         return np.empty(0)
-    return np.concatenate([statistic(w) for w in bootstrap_weights(n, n_boot, seed)])
+    chunks = weights if weights is not None else bootstrap_weights(n, n_boot, seed)
+    return np.concatenate([statistic(w) for w in chunks])
 
 
 def percentile_interval(values: np.ndarray, confidence: float = 0.95) -> tuple[float, float]:
@@ -258,10 +272,12 @@ def bootstrap_ci(
     n_boot: int = 1000,
     confidence: float = 0.95,
     seed: int = 0,
+    weights: Iterable[np.ndarray] | None = None,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``statistic`` (see :func:`bootstrap_distribution`)."""
     return percentile_interval(
-        bootstrap_distribution(statistic, n, n_boot=n_boot, seed=seed), confidence
+        bootstrap_distribution(statistic, n, n_boot=n_boot, seed=seed, weights=weights),
+        confidence,
     )
 
 
@@ -270,7 +286,7 @@ def accuracy_statistic(correct_mask: np.ndarray) -> Statistic:
     c = np.asarray(correct_mask, dtype=np.float64)
 
     def stat(w: np.ndarray) -> np.ndarray:
-        return (w @ c) / w.sum(axis=1)
+        return (w @ c) / w.sum(axis=1, dtype=np.float64)
 
     return stat
 

@@ -35,6 +35,7 @@ arrays, ``BatchContext.params["min_eps"]`` ``[N]`` (optional),
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -289,16 +290,30 @@ class QuantitativeAnalysis(Analysis):
 
 
 class _Bootstrap:
+    """Seeded resamples shared by every interval of a section (drawn once when small)."""
+
+    #: Keep the drawn resamples in memory up to this many counts (float32: 4 bytes each).
+    CACHE_ELEMENTS = 32_000_000
+
     def __init__(self, n_boot: int, confidence: float, seed: int) -> None:
         self.n_boot = n_boot
         self.confidence = confidence
         self.seed = seed
+        self._cache: dict[int, list[np.ndarray]] = {}
+
+    def weights(self, n: int) -> Iterable[np.ndarray]:
+        if n * self.n_boot > self.CACHE_ELEMENTS:
+            return M.bootstrap_weights(n, self.n_boot, self.seed)
+        if n not in self._cache:
+            self._cache[n] = list(M.bootstrap_weights(n, self.n_boot, self.seed))
+        return self._cache[n]
 
     def interval(self, statistic: M.Statistic, n: int) -> list[float] | None:
         if self.n_boot == 0 or n == 0:
             return None
         lo, hi = M.bootstrap_ci(
-            statistic, n, n_boot=self.n_boot, confidence=self.confidence, seed=self.seed
+            statistic, n, n_boot=self.n_boot, confidence=self.confidence, seed=self.seed,
+            weights=self.weights(n),
         )
         return None if np.isnan(lo) else [lo, hi]
 
@@ -310,7 +325,7 @@ class _Bootstrap:
         if self.n_boot == 0 or probs.shape[0] == 0:
             return [None] * k, None
         per_chunks = []
-        for w in M.bootstrap_weights(probs.shape[0], self.n_boot, self.seed):
+        for w in self.weights(probs.shape[0]):
             per_chunks.append(
                 np.stack([M.weighted_auroc(probs[:, j], truth[:, j], w) for j in range(k)])
             )
