@@ -20,6 +20,7 @@ from app.routes import (
     defenses,
     health,
     jobs,
+    models,
     schemas,
     tenants,
 )
@@ -87,6 +88,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tenants.router)
     app.include_router(jobs.router)
+    app.include_router(models.router)
     app.include_router(checks.router)
     app.include_router(datasets.router)
     app.include_router(audits.router)
