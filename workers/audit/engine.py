@@ -32,7 +32,9 @@ from workers.analyses.base import Analysis, BatchContext, Section, SummaryContex
 logger = logging.getLogger(__name__)
 
 GRID_PREFIX = "grid/"
-DEFAULT_ANALYSES = ("quantitative", "clinical", "sanity")
+#: Run only when named: the common-perturbation benchmark costs far more than the attacks
+#: (every image becomes frames under ~20 perturbations at 5 severities).
+OPT_IN_ANALYSES = ("perturbations",)
 
 
 def format_value(value: Any) -> str:
@@ -95,13 +97,15 @@ def resolve_analyses(
 ) -> tuple[list[tuple[Analysis, dict[str, Any]]], list[Section]]:
     """The analyses to run, and 'not applicable' sections for those that do not apply.
 
-    Omitted means every registered analysis that applies to the model.
+    Omitted means every registered analysis that applies to the model, except the opt-in
+    ones (:data:`OPT_IN_ANALYSES`).
     """
     from workers.analyses.registry import get_analysis, list_analyses
 
-    names = [(a["name"], dict(a.get("params") or {})) for a in requested] if requested else [
-        (n, {}) for n in list_analyses()
-    ]
+    if requested:
+        names = [(a["name"], dict(a.get("params") or {})) for a in requested]
+    else:
+        names = [(n, {}) for n in list_analyses() if n not in OPT_IN_ANALYSES]
     chosen: list[tuple[Analysis, dict[str, Any]]] = []
     skipped: list[Section] = []
     for name, params in names:

@@ -70,10 +70,9 @@ def write_report_files(
     from workers.reports.html import render_html
     from workers.reports.junit import render_junit
 
-    figures_dir = artifacts_dir / "figures"
     for section in sections:
         for fig in section.figures:
-            write_atomic(figures_dir / f"{fig.name}.png", fig.png)
+            write_atomic(artifacts_dir / f"{fig.name}.png", fig.png)
     paths = {
         "json": out_dir / "report.json",
         "html": out_dir / "report.html",

@@ -229,17 +229,16 @@ def finalize(job_id: str) -> None:
 
         arrays = merge_arrays(parts)
         sections = [*engine.summarize(arrays), *loaded.skipped]
-        report = _build_report(rt, job, engine, sections, loaded, started)
         from workers.audit.rendering import grid_samples, write_report_files
 
         samples = grid_samples(arrays, engine.model.card.labels, engine.model.card.task)
         _zip_adversarial(rt, job_id)
-        report["artifacts"] = sorted(
-            p.relative_to(rt.storage.artifacts_dir(job_id)).as_posix()
-            for p in rt.storage.artifacts_dir(job_id).rglob("*") if p.is_file()
-            and not p.relative_to(rt.storage.artifacts_dir(job_id)).as_posix().startswith(
-                "adversarial/")
+        artifacts_root = rt.storage.artifacts_dir(job_id)
+        artifacts = sorted(
+            p.relative_to(artifacts_root).as_posix() for p in artifacts_root.rglob("*")
+            if p.is_file() and p.parent == artifacts_root
         )
+        report = _build_report(rt, job, engine, sections, loaded, started, artifacts)
         write_report_files(rt.storage.job_dir(job_id), rt.storage.artifacts_dir(job_id),
                            report, sections, samples)
         ctx.succeed({"summary": report.get("summary", {}),
@@ -270,7 +269,7 @@ def _timings(rt: Runtime, job_id: str) -> dict[str, float]:
 
 
 def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[Any],
-                  loaded: _Loaded, started: float) -> dict[str, Any]:
+                  loaded: _Loaded, started: float, artifacts: list[str]) -> dict[str, Any]:
     from workers.audit.provenance import device_description, package_versions
     from workers.reports.builder import build_report
 
@@ -298,7 +297,8 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
     job_meta = {"id": job.id, "kind": "audit", "created_at": job.created_at.isoformat(),
                 "model_name": model_name}
     attacks_meta = {s.key: s.info() for s in engine.settings}
-    return dict(build_report(job_meta, provenance, sections, attacks_meta, req.get("policy")))
+    return dict(build_report(job_meta, provenance, sections, attacks_meta, req.get("policy"),
+                             artifacts=artifacts))
 
 
 def _aware(value: datetime) -> datetime:

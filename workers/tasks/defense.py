@@ -30,6 +30,7 @@ def _dataset(
     rt: Runtime, dataset_id: str, card: ModelCard
 ) -> tuple[Any, torch.Tensor, torch.Tensor]:
     import numpy as np
+
     from models.datasets import check_labels, load_dataset
 
     stored = load_dataset(rt.storage.dataset_dir(dataset_id))
@@ -68,7 +69,6 @@ def train(job_id: str) -> None:
         job = ctx.load()
         req = job.request
         from app.services.models import load_registered_model, register_model_file
-
         from workers.defenses import train_defense
 
         with rt.db.session() as session:
@@ -167,5 +167,5 @@ def _write_report(rt: Runtime, job_id: str, req: dict[str, Any], before: dict[st
     write_atomic(folder / "report.html", render_html(html_report, sections, []).encode())
     for section in sections:
         for fig in section.figures:
-            write_atomic(rt.storage.artifacts_dir(job_id) / "figures" / f"{fig.name}.png",
+            write_atomic(rt.storage.artifacts_dir(job_id) / f"{fig.name}.png",
                          fig.png)
