@@ -6,6 +6,7 @@ No model is run: the per-image arrays are made by hand, so the expected metrics 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -103,13 +104,19 @@ def provenance(model_name: str = "tiny-cnn") -> dict[str, Any]:
 def make_report(policy: dict[str, Any] | None = None, *, model_name: str = "tiny-cnn",
                 sections: list[Section] | None = None) -> dict[str, Any]:
     return build_report({"id": "job-1", "kind": "audit"}, provenance(model_name),
-                        sections if sections is not None else make_sections(), attacks_meta(),
-                        policy)
+                        sections if sections is not None else default_sections(),
+                        attacks_meta(), policy)
+
+
+@functools.cache
+def default_sections() -> list[Section]:
+    """Built once: summarizing draws the figures, which takes a second."""
+    return make_sections()
 
 
 @pytest.fixture(scope="session")
 def sections() -> list[Section]:
-    return make_sections()
+    return default_sections()
 
 
 @pytest.fixture
