@@ -533,9 +533,11 @@ def render_html(
     """The report as one HTML document.
 
     Args:
-        report: the JSON report (:func:`workers.reports.builder.build_report`).
+        report: the JSON report (:func:`workers.reports.builder.build_report`);
+            ``summary.title``, when present, replaces the default title.
         sections: the audit's :class:`Section` objects (or ``{section name: figures}``):
-            where the figures' PNG bytes come from; the numbers come from ``report``.
+            where the figures' PNG bytes come from; the numbers come from ``report``
+            (a section missing from ``report["sections"]`` is rendered from its object).
         samples: image-grid entries, each ``{"attack", "clean_png", "adv_png",
             "perturbation_png", "true_label", "clean_pred", "adv_pred"}`` (PNG bytes, see
             :mod:`workers.reports.images`); a prediction is a string, a
@@ -545,8 +547,14 @@ def render_html(
     prov = report.get("provenance") or {}
     model_name = (prov.get("model") or {}).get("name") or (report.get("job") or {}).get(
         "model_name") or "model"
+    title = str((report.get("summary") or {}).get("title") or f"Robustness audit: {model_name}")
     job = report.get("job") or {}
-    section_json: Mapping[str, Any] = report.get("sections") or {}
+    section_json: dict[str, Any] = dict(report.get("sections") or {})
+    # Sections given as objects but absent from the JSON (a defense job's training
+    # section, say) are rendered too, from their own JSON.
+    if sections is not None and not isinstance(sections, Mapping):
+        for sec in sections:
+            section_json.setdefault(sec.name, sec.to_json())
     nav = "".join(
         f'<li><a href="#{_anchor(name)}">{_e(name)}</a></li>' for name in section_json
     )
@@ -554,7 +562,7 @@ def render_html(
         nav += '<li><a href="#examples">examples</a></li>'
     nav += '<li><a href="#provenance">provenance</a></li>'
     body = [
-        f"<h1>Robustness audit: {_e(model_name)}</h1>",
+        f"<h1>{_e(title)}</h1>",
         f'<p class="sub">job {_e(job.get("id", ""))} · report schema '
         f'{_e(report.get("schema_version", ""))}</p>',
         '<section id="summary"><h2>Summary</h2>',
@@ -572,7 +580,7 @@ def render_html(
         "<!DOCTYPE html>\n"
         '<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>Robustness audit: {_e(model_name)}</title>"
+        f"<title>{_e(title)}</title>"
         f"<style>{_CSS}</style></head><body>"
         + "".join(body)
         + "</body></html>\n"

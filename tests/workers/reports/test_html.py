@@ -180,3 +180,15 @@ def test_renders_in_headless_chromium(report: dict[str, Any], sections: list[Sec
         capture_output=True, timeout=120, check=True,
     )
     assert shot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_sections_missing_from_the_json_are_rendered(report: dict[str, Any],
+                                                    sections: list[Section]) -> None:
+    training = Section("training", True, {"epochs": 3, "final_loss": 0.3125})
+    report["summary"]["title"] = "Defense mpadvt: <hardened>"
+    html = render_html(report, [*sections, training])
+    text = " ".join(parse(html).text)
+    assert "Defense mpadvt: <hardened>" in text
+    assert "&lt;hardened&gt;" in html
+    assert 'id="sec-training"' in html
+    assert "0.312" in text
