@@ -18,6 +18,7 @@ robust. This gives a large, reliable gap with a few epochs on a few hundred imag
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -25,7 +26,11 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 from models.card import Head, ModelCard
+from models.heads import correct
+from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
+from workers.attacks.functional import pgd
+from workers.defenses import DefenseResult, train_defense
 
 SIZE = 32
 SHORTCUT = 3 / 255
@@ -112,19 +117,80 @@ def shortcut_task(head: Head, n: int, seed: int, flip: float = 0.1) -> TensorDat
     return TensorDataset(x.clamp(0, 1), y)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_task() -> Callable[..., TensorDataset]:
     """``make_task(head, n, seed, flip=0.1)``: see :func:`shortcut_task`."""
     return shortcut_task
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_model() -> Callable[..., DiagnosticModel]:
     """``make_model(head, seed=0)``: an untrained :func:`tiny_net` wrapped for ``head``."""
     return tiny_model
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_card() -> Callable[..., ModelCard]:
     """``make_card(head, architecture=None)``: the card of the tiny task's models."""
     return card_for
+
+
+# --------------------------------------------------------------------------- robustness
+# Shared by the robustness test files (one per kind of head, to keep each file short).
+
+EPOCHS = {Head.SOFTMAX: 3, Head.BINARY_LOGIT: 3, Head.SIGMOID: 5}
+COMMON: dict[str, Any] = {
+    "optimizer": "adam",
+    "lr": 3e-3,
+    "batch_size": 32,
+    "eval_eps": EVAL_EPS,
+    "eval_steps": 3,
+}
+METHODS: dict[str, dict[str, Any]] = {
+    "clean": {},
+    "pgd_at": {"eps": EVAL_EPS, "steps": 2},
+    "trades": {"eps": EVAL_EPS, "steps": 2},
+    "maadvt": {"eps": EVAL_EPS, "steps": 2},
+    # The paper's range, shifted to straddle the evaluation budget (0.031).
+    "mpadvt": {"eps_min": 0.02, "eps_max": 0.04, "steps_max": 2},
+}
+
+
+def robust_accuracy(model: DiagnosticModel, data: TensorDataset) -> tuple[float, float]:
+    """Clean and PGD-20 (L-infinity, eps 8/255, random start) accuracy."""
+    x, y = data.tensors
+    model.eval()
+    with torch.no_grad():
+        ok = correct(model(x), y, model.head, model.thresholds)
+    adv = pgd(
+        model,
+        x,
+        lambda out: head_loss(out, y, model.head, reduction="sum"),
+        eps=EVAL_EPS,
+        step_size=EVAL_EPS / 4,
+        steps=20,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert float((adv - x).abs().max()) <= EVAL_EPS + 1e-6
+    with torch.no_grad():
+        ok_adv = correct(model(adv), y, model.head, model.thresholds)
+    return float(ok.float().mean()), float((ok & ok_adv).float().mean())
+
+
+@pytest.fixture(scope="session")
+def trained() -> Callable[[Head, str], tuple[DefenseResult, float, float]]:
+    """``trained(head, method)`` -> (result, clean acc, robust acc on the test split),
+    computed once per session."""
+    cache: dict[tuple[Head, str], tuple[DefenseResult, float, float]] = {}
+
+    def get(head: Head, method: str) -> tuple[DefenseResult, float, float]:
+        if (head, method) not in cache:
+            train = shortcut_task(head, 384, seed=1)
+            val = shortcut_task(head, 64, seed=2)
+            params = {**COMMON, "epochs": EPOCHS[head], **METHODS[method]}
+            result = train_defense(tiny_model(head), train, val, method, params, seed=0)
+            clean, robust = robust_accuracy(result.model, shortcut_task(head, 128, seed=3))
+            cache[head, method] = (result, clean, robust)
+        return cache[head, method]
+
+    return get
