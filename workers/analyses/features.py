@@ -36,6 +36,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
 from workers.analyses.analysis_params import parse_params
@@ -130,6 +131,8 @@ class FeaturesAnalysis(Analysis):
                         torch.stack(columns, dim=1).cpu().numpy().astype(np.float32)
                     )
         except LayerAccessError as exc:
+            if params.layers is not None:
+                raise InvalidParametersError(str(exc)) from exc
             return {"index": index, **not_applicable_arrays(str(exc), n)}
         out.update(text_array("layers", json.dumps(["input", *blocks.names]), n))
         out.update(text_array("layer_source", blocks.source, n))

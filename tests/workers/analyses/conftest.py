@@ -221,6 +221,7 @@ class Kit:
     train_net: Callable[..., Trained] = train_net
     card_for: Callable[..., tuple[ModelCard, int]] = card_for
     blob_images: Callable[..., tuple[Tensor, Tensor]] = blob_images
+    trained: Callable[[str], Trained] = trained_model
 
 
 @pytest.fixture(scope="session")
