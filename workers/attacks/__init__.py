@@ -13,6 +13,27 @@ Every attack follows the model's head (softmax, binary-logit, multi-label sigmoi
 to ``[0, 1]``, quantizes to 8 bits by default and judges success on the quantized images.
 :mod:`workers.attacks.functional` holds the batched primitives (``pgd``, projections,
 ``quantize_8bit``) that adversarial training reuses.
+
+Support (S = softmax, B = binary-logit, M = multi-label sigmoid)::
+
+    attack      heads    targets                      notes
+    fgsm        S B M    class / name / least-likely  M: BCE over findings or `finding`
+    pgd, bim    S B M    class / name / least-likely  M: least-likely = every finding flipped
+    apgd        S B M    class / name / least-likely  loss='dlr': S only, >= 3 classes
+                                                      (targeted >= 4)
+    autoattack  S B M    (cascade, untargeted)        targeted-DLR stage: S with >= 4
+                                                      classes (3: untargeted DLR; else skipped)
+    square      S B M    class / name / least-likely  scores only, never a gradient
+    deepfool    S B M    -                            M: nearest finding boundary
+    cw_l2       S B M    class / name / least-likely  minimum L2 norm
+    gap         S B M    (trained toward least-likely; fit / save / load)
+    uap         S B M    class / name / least-likely  fit / save / load
+    min_eps     S B M    class / name / least-likely  bisection over PGD, per image
+
+Single-label success: the prediction left the true label (untargeted) or reached the
+target. Multi-label success: at least one finding flipped (``AttackResult.flipped``
+counts them), every finding with ``target="least-likely"``, the chosen one with
+``finding``.
 """
 
 # Importing each attack module registers it.
