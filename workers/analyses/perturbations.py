@@ -22,7 +22,9 @@ top-k distances), and for the example image only ``example.index`` ``[1]`` and
 ``example.frames`` ``[1, P, 1 + S, C, h, w]`` uint8 thumbnails (clean, then each severity).
 
 Parameters: see :class:`PerturbationsParams`. Randomness is seeded from the batch seed, the
-perturbation and the severity, so adding a perturbation does not change the others.
+batch's first dataset position and the perturbation's name, so adding a perturbation does
+not change the others; all severities of a perturbation share the seed (the same noise
+field, directions and artefact layout, only stronger), so severity curves are paired.
 """
 
 from __future__ import annotations
@@ -202,9 +204,11 @@ class PerturbationsAnalysis(Analysis):
             out["clean_probs"] = _probabilities(model, x)
             for p in params.corruptions(channels):
                 strip = [x[example_row]] if example_row is not None else []
+                # Common random numbers: every severity redraws the same noise field,
+                # directions and layout, only stronger, so severity curves are paired.
+                seed = derive_seed(ctx.seed, p.name, first)
                 for s in params.severities:
-                    gen = _generator(x.device, derive_seed(ctx.seed, p.name, s, first))
-                    xp = p(x, s, generator=gen)
+                    xp = p(x, s, generator=_generator(x.device, seed))
                     out[f"probs.{p.name}.{s}"] = _probabilities(model, xp)
                     if example_row is not None:
                         strip.append(xp[example_row])
