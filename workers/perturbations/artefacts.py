@@ -215,33 +215,47 @@ def _black_corners(x: torch.Tensor, amount: float, g: torch.Generator) -> torch.
 
 
 def _air_bubbles(x: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
-    n, _, h, w = x.shape
+    n, c, h, w = x.shape
     dev = x.device
     m = MAX_BUBBLES
     s = float(short_side(x))
     cx = uniform(g, (n, m), 0.0, float(w), dev)
     cy = uniform(g, (n, m), 0.0, float(h), dev)
     radius = uniform(g, (n, m), 0.04, 0.12, dev) * s
-    px = (torch.arange(w, dtype=torch.float32, device=dev) + 0.5).view(1, 1, w)
-    py = (torch.arange(h, dtype=torch.float32, device=dev) + 0.5).view(1, h, 1)
-    out = x
+    # Each bubble is drawn in a square window around it (its ring fades below 1e-6 within
+    # 1.3 radii), gathered from and scattered back to a canvas padded by the window size,
+    # so every window is in bounds and no two pixels of one window alias.
+    side = 2 * math.ceil(1.3 * 0.12 * s) + 2
+    canvas = F.pad(x, (side, side, side, side))
+    wp = w + 2 * side
+    flat = canvas.view(n, c, -1)
+    offsets = torch.arange(side, device=dev)
     for k in range(m):
         alpha = _fade(amount, k, BUBBLES_PER_UNIT)
         if alpha == 0.0:
             break
-        ck_x, ck_y, rk = cx[:, k].view(n, 1, 1), cy[:, k].view(n, 1, 1), radius[:, k].view(n, 1, 1)
-        d = torch.sqrt((px - ck_x) ** 2 + (py - ck_y) ** 2) / rk
+        x0 = torch.floor(cx[:, k]).long() - side // 2  # window corner, image pixels
+        y0 = torch.floor(cy[:, k]).long() - side // 2
+        cols = (x0.view(n, 1) + offsets.view(1, -1)).view(n, 1, side)
+        rows = (y0.view(n, 1) + offsets.view(1, -1)).view(n, side, 1)
+        index = ((rows + side) * wp + (cols + side)).reshape(n, 1, -1).expand(n, c, -1)
+        # Pixel-centre coordinates relative to the bubble centre, in radii.
+        rk = radius[:, k].view(n, 1, 1)
+        dx = (cols.float() + 0.5 - cx[:, k].view(n, 1, 1)) / rk
+        dy = (rows.float() + 0.5 - cy[:, k].view(n, 1, 1)) / rk
+        d = torch.sqrt(dx**2 + dy**2)
         # The bubble wall refracts light away (a dark ring); the dome shows a specular
         # highlight up-left and a slightly lighter inside.
-        rim = torch.exp(-(((d - 1.0) / 0.08) ** 2)).unsqueeze(1)
-        inside = torch.sigmoid((1.0 - d) / 0.04).unsqueeze(1)
-        hx, hy = ck_x - 0.35 * rk, ck_y - 0.35 * rk
-        spot = torch.exp(-((px - hx) ** 2 + (py - hy) ** 2) / (2.0 * (0.12 * rk) ** 2))
-        spot = spot.unsqueeze(1)
-        out = out * (1.0 - 0.45 * alpha * rim)
-        out = out + alpha * 0.08 * inside * (1.0 - out)
-        out = out + alpha * 0.8 * spot * (1.0 - out)
-    return out
+        rim = torch.exp(-(((d - 1.0) / 0.08) ** 2)).reshape(n, 1, -1)
+        inside = torch.sigmoid((1.0 - d) / 0.04).reshape(n, 1, -1)
+        spot = torch.exp(-((dx + 0.35) ** 2 + (dy + 0.35) ** 2) / (2.0 * 0.12**2))
+        spot = spot.reshape(n, 1, -1)
+        values = flat.gather(2, index)
+        values = values * (1.0 - 0.45 * alpha * rim)
+        values = values + alpha * 0.08 * inside * (1.0 - values)
+        values = values + alpha * 0.8 * spot * (1.0 - values)
+        flat.scatter_(2, index, values)
+    return canvas[..., side : side + h, side : side + w]
 
 
 # --- fundus ------------------------------------------------------------------------------
