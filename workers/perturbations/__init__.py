@@ -4,8 +4,13 @@ Batched torch implementations of noise, blur, intensity, compression, geometry a
 modality artefacts (five severities each, severity 0 the identity, seeded), ImageNet-P
 style sequences, and the flip-probability and corruption-accuracy metrics.
 
->>> from workers.perturbations import get_perturbation
->>> noisy = get_perturbation("gaussian_noise")(images, severity=3, generator=g)
+Example (``images``: ``[N, C, H, W]`` floats in ``[0, 1]``)::
+
+    from workers.perturbations import get_perturbation, make_sequence
+
+    g = torch.Generator().manual_seed(0)
+    noisy = get_perturbation("gaussian_noise")(images, 3, generator=g)
+    frames = make_sequence("rotation", images, frames=10, difficulty=1, generator=g)
 """
 
 from workers.perturbations.base import (

@@ -14,6 +14,7 @@ amount as a count: amount 2.5 shows two markers and a third at half opacity.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -95,7 +96,17 @@ _MARKER_TEXTS = ("L", "R", "AP", "PA", "12", "07", "2024", "3")
 _MARKER_VALUE = 0.95
 
 
+@functools.cache
+def _stamps_cpu() -> tuple[torch.Tensor, torch.Tensor]:
+    return _render_stamps()
+
+
 def _stamps(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    stamps, widths = _stamps_cpu()
+    return stamps.to(device), widths.to(device)
+
+
+def _render_stamps() -> tuple[torch.Tensor, torch.Tensor]:
     """All marker texts as ``[T, 1, 9, Wmax]`` bitmaps (1-pixel zero border, left aligned)
     and their widths in glyph pixels ``[T]``."""
     widths = [6 * len(t) + 1 for t in _MARKER_TEXTS]
@@ -108,7 +119,7 @@ def _stamps(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
                 for col, bit in enumerate(row):
                     if bit == "1":
                         out[i, 0, 1 + r, 1 + 6 * j + col] = 1.0
-    return out.to(device), torch.tensor(widths, dtype=torch.float32, device=device)
+    return out, torch.tensor(widths, dtype=torch.float32)
 
 
 def _text_markers(x: torch.Tensor, amount: float, g: torch.Generator) -> torch.Tensor:
