@@ -228,3 +228,21 @@ def test_artefacts_darken_or_mark_where_expected() -> None:
     assert float(markers.max()) > 0.9  # burned-in white text
     changed = (markers != grey).float().mean()
     assert 0 < float(changed) < 0.2
+
+
+def test_metadata_for_reports() -> None:
+    assert get_perturbation("hair").describe() == {
+        "name": "hair",
+        "family": "artefact",
+        "description": "Dark curved hairs across the lesion.",
+        "units": "hair density (3 curved hairs per unit)",
+        "severities": [1.0, 2.0, 3.0, 4.0, 5.0],
+        "sweep": [0.0, 4.0],
+        "sequence_rule": "consecutive",
+        "modalities": ["dermoscopy"],
+        "channels": [3],
+    }
+    noise = get_perturbation("shot_noise").describe()
+    assert noise["sequence_rule"] == "first"
+    assert noise["sweep"] is None
+    assert noise["modalities"] == []  # every modality
