@@ -54,10 +54,19 @@ class Constant(nn.Module):
         return self.logits.expand(x.shape[0], -1)
 
 
-def model_of(net: nn.Module, head: Head, labels: tuple[str, ...], channels: int = 1,
-             task: str = "single-label") -> DiagnosticModel:
-    card = ModelCard(name="toy", task=task, labels=labels,
-                     input={"channels": channels, "height": SIZE, "width": SIZE})
+def model_of(
+    net: nn.Module,
+    head: Head,
+    labels: tuple[str, ...],
+    channels: int = 1,
+    task: str = "single-label",
+) -> DiagnosticModel:
+    card = ModelCard(
+        name="toy",
+        task=task,
+        labels=labels,
+        input={"channels": channels, "height": SIZE, "width": SIZE},
+    )
     return DiagnosticModel(net, card, head).eval()
 
 
@@ -75,8 +84,9 @@ def flat_images(means: np.ndarray, channels: int = 1) -> torch.Tensor:
     return (base + texture).contiguous()
 
 
-def sweep_flips(means: np.ndarray, frames: int, difficulty: int,
-                lo: float = -0.2, hi: float = 0.2) -> np.ndarray:
+def sweep_flips(
+    means: np.ndarray, frames: int, difficulty: int, lo: float = -0.2, hi: float = 0.2
+) -> np.ndarray:
     """By hand: flips of 'mean + amount > 0.5' between frames `difficulty` apart."""
     amounts = np.linspace(lo, hi, frames)
     pred = means[None] + amounts.reshape(-1, *([1] * means.ndim)) > 0.5
@@ -95,8 +105,14 @@ def test_numbers_match_a_direct_computation(head: Head, means: np.ndarray) -> No
     images = flat_images(means)
     labels = torch.as_tensor(means > 0.45).long()
     section = perturbation_section(
-        model, images, labels, perturbations=["brightness", "contrast"],
-        sequences=["brightness", "contrast"], frames=8, difficulty=2, batch_size=10,
+        model,
+        images,
+        labels,
+        perturbations=["brightness", "contrast"],
+        sequences=["brightness", "contrast"],
+        frames=8,
+        difficulty=2,
+        batch_size=10,
     )
     data = section.data
     n = means.shape[0]
@@ -131,12 +147,19 @@ def test_numbers_match_a_direct_computation(head: Head, means: np.ndarray) -> No
 def test_multi_label_per_finding_flips() -> None:
     rng = np.random.default_rng(0)
     means = rng.uniform(0.3, 0.62, size=(20, 2))
-    model = model_of(MeanThreshold("sigmoid", regions=2), Head.SIGMOID, ("top", "bottom"),
-                     task="multi-label")
+    model = model_of(
+        MeanThreshold("sigmoid", regions=2), Head.SIGMOID, ("top", "bottom"), task="multi-label"
+    )
     labels = torch.as_tensor(means > 0.45).float()
     data = evaluate_perturbations(
-        model, flat_images(means), labels, perturbations=["brightness"], severities=[1, 3],
-        sequences=["brightness"], frames=6, difficulty=1,
+        model,
+        flat_images(means),
+        labels,
+        perturbations=["brightness"],
+        severities=[1, 3],
+        sequences=["brightness"],
+        frames=6,
+        difficulty=1,
     )
     seq = data["perturbations"]["brightness"]["sequence"]
     amounts = np.linspace(-0.2, 0.2, 6)
@@ -147,7 +170,8 @@ def test_multi_label_per_finding_flips() -> None:
     assert seq["flip_probability_per_finding"]["bottom"] == pytest.approx(per_finding[1])
     assert seq["flip_probability"] == pytest.approx(per_finding.mean())
     assert seq["any_finding_flip_probability"] == pytest.approx(
-        changed.any(axis=2).sum() / (20 * 5))
+        changed.any(axis=2).sum() / (20 * 5)
+    )
     assert data["metric"] == "auroc"
     row = data["perturbations"]["brightness"]["severities"][1]
     pred3 = means + 0.15 > 0.5
@@ -165,12 +189,18 @@ def test_top_k_distance_for_three_classes() -> None:
     means = np.linspace(0.3, 0.6, 16)
     model = model_of(Bands(), Head.SOFTMAX, ("low", "mid", "high"))
     data = evaluate_perturbations(
-        model, flat_images(means), torch.zeros(16, dtype=torch.long),
-        perturbations=["brightness"], severities=[1], sequences=["brightness"], frames=5,
+        model,
+        flat_images(means),
+        torch.zeros(16, dtype=torch.long),
+        perturbations=["brightness"],
+        severities=[1],
+        sequences=["brightness"],
+        frames=5,
     )
     amounts = np.linspace(-0.2, 0.2, 5)
-    scores = -200.0 * (means[None, :, None] + amounts[:, None, None]
-                       - np.array([0.3, 0.45, 0.6])) ** 2  # [T, N, 3]
+    scores = (
+        -200.0 * (means[None, :, None] + amounts[:, None, None] - np.array([0.3, 0.45, 0.6])) ** 2
+    )  # [T, N, 3]
     k = 2
     total = 0.0
     for t in range(1, 5):
@@ -186,8 +216,9 @@ def test_top_k_distance_for_three_classes() -> None:
 def test_constant_model_is_perfectly_stable() -> None:
     x = torch.rand(6, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     model = model_of(Constant(2), Head.SOFTMAX, ("a", "b"))
-    data = evaluate_perturbations(model, x, torch.tensor([0, 1, 1, 1, 0, 1]), frames=4,
-                                  batch_size=4)
+    data = evaluate_perturbations(
+        model, x, torch.tensor([0, 1, 1, 1, 0, 1]), frames=4, batch_size=4
+    )
     table = data["perturbations"]
     assert len(data["parameters"]["sequences"]) == 12  # the ImageNet-P set
     for entry in table.values():
@@ -210,32 +241,48 @@ def test_modalities_pick_their_artefacts() -> None:
     assert data["parameters"]["sequences"] == []
     colour = model_of(Constant(2), Head.SOFTMAX, ("a", "b"), channels=3)
     x3 = torch.rand(2, 3, SIZE, SIZE)
-    fundus = evaluate_perturbations(colour, x3, y, severities=[1], sequences=[],
-                                    modality="fundus")
+    fundus = evaluate_perturbations(colour, x3, y, severities=[1], sequences=[], modality="fundus")
     names = set(fundus["parameters"]["corruptions"])
     assert "uneven_illumination" in names
     assert not {"hair", "grid_lines", "air_bubbles"} & names
 
 
-def _collect(analysis: PerturbationsAnalysis, model: DiagnosticModel, x: torch.Tensor,
-             y: torch.Tensor, start: int, stop: int, params: dict[str, Any]) -> dict[str, Any]:
-    return analysis.collect(BatchContext(
-        model=model, clean=x[start:stop], labels=y[start:stop], adversarial={},
-        indices=np.arange(start, stop), seed=7, params=params,
-    ))
+def _collect(
+    analysis: PerturbationsAnalysis,
+    model: DiagnosticModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    start: int,
+    stop: int,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    return analysis.collect(
+        BatchContext(
+            model=model,
+            clean=x[start:stop],
+            labels=y[start:stop],
+            adversarial={},
+            indices=np.arange(start, stop),
+            seed=7,
+            params=params,
+        )
+    )
 
 
 def test_sharding_and_redelivery_do_not_change_the_numbers(means: np.ndarray) -> None:
     model = model_of(MeanThreshold("softmax"), Head.SOFTMAX, ("dark", "bright"))
     x = flat_images(means)
     y = torch.as_tensor(means > 0.45).long()
-    params = {"perturbations": ["brightness", "gamma"], "sequences": ["brightness"],
-              "frames": 5}
+    params = {"perturbations": ["brightness", "gamma"], "sequences": ["brightness"], "frames": 5}
     analysis = PerturbationsAnalysis()
-    ctx = SummaryContext(labels=("dark", "bright"), task="single-label", head="softmax",
-                         attack_keys=[], params=params)
-    whole = analysis.summarize(merge_arrays([_collect(analysis, model, x, y, 0, 24, params)]),
-                               ctx)
+    ctx = SummaryContext(
+        labels=("dark", "bright"),
+        task="single-label",
+        head="softmax",
+        attack_keys=[],
+        params=params,
+    )
+    whole = analysis.summarize(merge_arrays([_collect(analysis, model, x, y, 0, 24, params)]), ctx)
     parts = [_collect(analysis, model, x, y, a, b, params) for a, b in ((0, 10), (10, 24))]
     split = analysis.summarize(merge_arrays(parts), ctx)
     twice = analysis.summarize(merge_arrays([*parts, parts[0]]), ctx)
@@ -247,15 +294,21 @@ def test_sharding_and_redelivery_do_not_change_the_numbers(means: np.ndarray) ->
 def test_figures_are_pngs(means: np.ndarray) -> None:
     model = model_of(MeanThreshold("softmax"), Head.SOFTMAX, ("dark", "bright"))
     section = perturbation_section(
-        model, flat_images(means), torch.as_tensor(means > 0.45).long(),
-        perturbations=["gaussian_noise", "brightness", "rotation"], severities=[1, 5],
+        model,
+        flat_images(means),
+        torch.as_tensor(means > 0.45).long(),
+        perturbations=["gaussian_noise", "brightness", "rotation"],
+        severities=[1, 5],
         frames=4,
     )
     names = {f.name for f in section.figures}
     assert names == {
-        "perturbations_metric_vs_severity", "perturbations_changed_vs_severity",
-        "perturbations_flip_probability", "perturbations_examples_noise",
-        "perturbations_examples_intensity", "perturbations_examples_geometry",
+        "perturbations_metric_vs_severity",
+        "perturbations_changed_vs_severity",
+        "perturbations_flip_probability",
+        "perturbations_examples_noise",
+        "perturbations_examples_intensity",
+        "perturbations_examples_geometry",
     }
     assert all(f.png.startswith(b"\x89PNG\r\n\x1a\n") for f in section.figures)
     assert section.to_json()["figures"] == [f"{f.name}.png" for f in section.figures]
@@ -264,8 +317,11 @@ def test_figures_are_pngs(means: np.ndarray) -> None:
 def test_flags_name_the_fragile_perturbations(means: np.ndarray) -> None:
     model = model_of(MeanThreshold("softmax"), Head.SOFTMAX, ("dark", "bright"))
     section = perturbation_section(
-        model, flat_images(means), torch.as_tensor(means > 0.5).long(),
-        perturbations=["brightness", "contrast"], sequences=["brightness", "contrast"],
+        model,
+        flat_images(means),
+        torch.as_tensor(means > 0.5).long(),
+        perturbations=["brightness", "contrast"],
+        sequences=["brightness", "contrast"],
         frames=8,
     )
     assert any(f.startswith("brightness: accuracy drops") for f in section.flags)
@@ -273,31 +329,45 @@ def test_flags_name_the_fragile_perturbations(means: np.ndarray) -> None:
     assert not any(f.startswith("contrast") for f in section.flags)
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"perturbations": ["fog"]}, "unknown perturbation 'fog'; valid: gaussian_noise"),
-    ({"sequences": ["brightness", "brightness"]}, "perturbation names must be unique"),
-    ({"severities": [0, 1]}, r"severities must be in 1\.\.5"),
-    ({"severities": []}, "severities must not be empty"),
-    ({"frames": 2, "difficulty": 2}, "frames must be greater than difficulty"),
-    ({"difficulty": 4}, r"difficulty must be in \[1, 3\]"),
-    ({"modality": "mri"}, "modality"),
-    ({"fog": 1}, "unknown parameter 'fog' for analysis 'perturbations'"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"perturbations": ["fog"]}, "unknown perturbation 'fog'; valid: gaussian_noise"),
+        ({"sequences": ["brightness", "brightness"]}, "perturbation names must be unique"),
+        ({"severities": [0, 1]}, r"severities must be in 1\.\.5"),
+        ({"severities": []}, "severities must not be empty"),
+        ({"frames": 2, "difficulty": 2}, "frames must be greater than difficulty"),
+        ({"difficulty": 4}, r"difficulty must be in \[1, 3\]"),
+        ({"modality": "mri"}, "modality"),
+        ({"fog": 1}, "unknown parameter 'fog' for analysis 'perturbations'"),
+    ],
+)
 def test_invalid_parameters(params: dict[str, Any], message: str) -> None:
     model = model_of(Constant(2), Head.SOFTMAX, ("a", "b"))
-    ctx = BatchContext(model=model, clean=torch.rand(2, 1, SIZE, SIZE),
-                       labels=torch.tensor([0, 1]), adversarial={}, indices=np.arange(2),
-                       seed=0, params=params)
+    ctx = BatchContext(
+        model=model,
+        clean=torch.rand(2, 1, SIZE, SIZE),
+        labels=torch.tensor([0, 1]),
+        adversarial={},
+        indices=np.arange(2),
+        seed=0,
+        params=params,
+    )
     with pytest.raises(InvalidParametersError, match=message):
         PerturbationsAnalysis().collect(ctx)
 
 
 def test_injected_keys_are_ignored() -> None:
     model = model_of(Constant(2), Head.SOFTMAX, ("a", "b"))
-    ctx = BatchContext(model=model, clean=torch.rand(2, 1, SIZE, SIZE),
-                       labels=torch.tensor([0, 1]), adversarial={}, indices=np.arange(2),
-                       seed=0, params={"attack_stats": {}, "perturbations": ["jpeg"],
-                                       "sequences": [], "severities": [2]})
+    ctx = BatchContext(
+        model=model,
+        clean=torch.rand(2, 1, SIZE, SIZE),
+        labels=torch.tensor([0, 1]),
+        adversarial={},
+        indices=np.arange(2),
+        seed=0,
+        params={"attack_stats": {}, "perturbations": ["jpeg"], "sequences": [], "severities": [2]},
+    )
     arrays = PerturbationsAnalysis().collect(ctx)
     assert sorted(k for k in arrays if k.startswith("probs.")) == ["probs.jpeg.2"]
     assert arrays["probs.jpeg.2"].shape == (2, 2)

@@ -22,14 +22,13 @@ from models.wrapper import DiagnosticModel
 SIZE = 32
 
 
-def blob_task(
-    n: int, seed: int, channels: int = 1, size: int = SIZE
-) -> tuple[Tensor, Tensor]:
+def blob_task(n: int, seed: int, channels: int = 1, size: int = SIZE) -> tuple[Tensor, Tensor]:
     """``[N, C, size, size]`` images in [0, 1] and ``[N]`` labels (half of them 1 = blob)."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 2
     ys, xs = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
+        torch.arange(size, dtype=torch.float32),
         indexing="ij",
     )
     scale = size / SIZE
@@ -44,10 +43,17 @@ def blob_task(
     return (images * 255).round() / 255, labels
 
 
-def wrap(net: torch.nn.Module, channels: int = 1, labels: tuple[str, ...] = ("normal", "lesion"),
-         head: Head = Head.SOFTMAX, task: str = "single-label") -> DiagnosticModel:
+def wrap(
+    net: torch.nn.Module,
+    channels: int = 1,
+    labels: tuple[str, ...] = ("normal", "lesion"),
+    head: Head = Head.SOFTMAX,
+    task: str = "single-label",
+) -> DiagnosticModel:
     card = ModelCard(
-        name="tiny", task=task, labels=labels,
+        name="tiny",
+        task=task,
+        labels=labels,
         input={"channels": channels, "height": SIZE, "width": SIZE},
     )
     return DiagnosticModel(net, card, head).eval()

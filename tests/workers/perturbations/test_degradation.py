@@ -20,8 +20,8 @@ def _accuracy(trained: Any, images: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize(
-    "name", ["gaussian_noise", "speckle_noise", "contrast", "translation", "rotation",
-             "air_bubbles"],
+    "name",
+    ["gaussian_noise", "speckle_noise", "contrast", "translation", "rotation", "air_bubbles"],
 )
 def test_accuracy_falls_with_severity(name: str, trained: Any) -> None:
     p = get_perturbation(name)
@@ -44,8 +44,9 @@ def test_noise_flips_more_at_higher_difficulty(trained: Any) -> None:
         counter = FlipCounter("first", difficulty, Head.SOFTMAX)
         gen = torch.Generator().manual_seed(1)
         with torch.inference_mode():
-            for frame in iter_sequence("speckle_noise", trained.images, frames=8,
-                                       difficulty=difficulty, generator=gen):
+            for frame in iter_sequence(
+                "speckle_noise", trained.images, frames=8, difficulty=difficulty, generator=gen
+            ):
                 counter.update(trained.model(frame))
         rates.append(counter.flips.sum() / (counter.pairs * trained.images.shape[0]))
     assert rates[1] > rates[0]
@@ -60,8 +61,9 @@ def test_exposure_sweep_flips_the_trained_model(trained: Any) -> None:
         counter = FlipCounter("consecutive", difficulty, Head.SOFTMAX)
         gen = torch.Generator().manual_seed(2)
         with torch.inference_mode():
-            for frame in iter_sequence("brightness", trained.images, frames=10,
-                                       difficulty=difficulty, generator=gen):
+            for frame in iter_sequence(
+                "brightness", trained.images, frames=10, difficulty=difficulty, generator=gen
+            ):
                 counter.update(trained.model(frame))
         rates.append(counter.flips.sum() / (counter.pairs * trained.images.shape[0]))
     assert rates[0] > 0

@@ -43,8 +43,9 @@ def _reference_flip_prob(predictions: list[np.ndarray], noise: bool, difficulty:
     return result
 
 
-def _reference_top5(ranks: list[list[np.ndarray]], noise: bool, difficulty: int,
-                    num_classes: int) -> float:
+def _reference_top5(
+    ranks: list[list[np.ndarray]], noise: bool, difficulty: int, num_classes: int
+) -> float:
     cum_sum_top5 = np.cumsum(np.asarray([0] + [1] * 5 + [0] * (num_classes - 1 - 5)))
 
     def dist(sigma: np.ndarray) -> float:
@@ -73,8 +74,7 @@ def test_flip_probability_matches_reference(rule: SequenceRule, difficulty: int)
     g = torch.Generator().manual_seed(difficulty)
     preds = torch.randint(0, 3, (11, 40), generator=g)
     ours = float(flip_probability(preds, rule, difficulty))
-    ref = _reference_flip_prob([preds[:, i].numpy() for i in range(40)], rule == FIRST,
-                               difficulty)
+    ref = _reference_flip_prob([preds[:, i].numpy() for i in range(40)], rule == FIRST, difficulty)
     assert ours == pytest.approx(ref)
 
 
@@ -87,8 +87,10 @@ def test_top5_distance_matches_reference(rule: SequenceRule, difficulty: int) ->
     base = torch.randn(1, 25, k_classes, generator=g)
     scores = base + 0.4 * torch.randn(8, 25, k_classes, generator=g).cumsum(0)
     ours = float(sequence_top_k_distance(scores, rule, top_k_for(k_classes), difficulty).mean())
-    ranks = [[rankdata(-frame, method="ordinal").astype(np.int64)
-              for frame in scores[:, i].numpy()] for i in range(25)]
+    ranks = [
+        [rankdata(-frame, method="ordinal").astype(np.int64) for frame in scores[:, i].numpy()]
+        for i in range(25)
+    ]
     ref = _reference_top5(ranks, rule == FIRST, difficulty, k_classes)
     assert ours == pytest.approx(ref)
     assert ours > 0
@@ -118,8 +120,9 @@ def test_top_k_distance_by_hand() -> None:
     assert [top_k_for(k) for k in (1, 2, 3, 6, 14)] == [0, 1, 2, 5, 5]
 
 
-def _stream(outputs: torch.Tensor, rule: SequenceRule, difficulty: int, head: Head,
-            top_k: int | None = None) -> FlipCounter:
+def _stream(
+    outputs: torch.Tensor, rule: SequenceRule, difficulty: int, head: Head, top_k: int | None = None
+) -> FlipCounter:
     counter = FlipCounter(rule, difficulty, head, top_k=top_k)
     for frame in outputs:
         counter.update(frame)
@@ -143,11 +146,13 @@ def test_streaming_counter_equals_batch_computation(rule: SequenceRule, difficul
 
 def test_multi_label_flips_per_finding_and_any() -> None:
     # 2 images, 3 findings, 3 frames of logits (sigmoid head, thresholds 0.5 -> logit 0).
-    logits = torch.tensor([
-        [[1.0, -1.0, 1.0], [-1.0, -1.0, -1.0]],
-        [[-1.0, -1.0, 1.0], [-1.0, -1.0, -1.0]],  # image 0 finding 0 flips
-        [[-1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]],  # image 0 findings 1 and 2 flip
-    ])
+    logits = torch.tensor(
+        [
+            [[1.0, -1.0, 1.0], [-1.0, -1.0, -1.0]],
+            [[-1.0, -1.0, 1.0], [-1.0, -1.0, -1.0]],  # image 0 finding 0 flips
+            [[-1.0, 1.0, -1.0], [-1.0, -1.0, -1.0]],  # image 0 findings 1 and 2 flip
+        ]
+    )
     counter = _stream(logits, CONSECUTIVE, 1, Head.SIGMOID)
     assert counter.flips.tolist() == [[1, 1, 1], [0, 0, 0]]
     assert counter.any_flips.tolist() == [2, 0]
@@ -182,8 +187,10 @@ def test_classification_metrics_by_hand() -> None:
     assert m["balanced_accuracy"] == pytest.approx((1.0 + 2 / 3) / 2)
     assert m["auroc"] == pytest.approx(1.0)  # every positive scores above the negative
     ml = classification_metrics(
-        np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.1]]), np.array([[1, 0], [1, 1], [0, 1]]),
-        "multi-label", [0.5, 0.5],
+        np.array([[0.9, 0.2], [0.8, 0.7], [0.1, 0.1]]),
+        np.array([[1, 0], [1, 1], [0, 1]]),
+        "multi-label",
+        [0.5, 0.5],
     )
     assert ml["accuracy"] == pytest.approx(2 / 3)  # every finding right
     assert ml["finding_accuracy"] == pytest.approx(5 / 6)

@@ -23,9 +23,21 @@ from workers.perturbations.geometry import warp
 ALL = list_perturbations()
 #: Perturbations that draw random numbers (noise fields, directions, layouts).
 RANDOM = {
-    "gaussian_noise", "shot_noise", "speckle_noise", "motion_blur", "translation", "rotation",
-    "tilt", "scaling", "shear", "grid_lines", "text_markers", "hair", "black_corners",
-    "air_bubbles", "uneven_illumination",
+    "gaussian_noise",
+    "shot_noise",
+    "speckle_noise",
+    "motion_blur",
+    "translation",
+    "rotation",
+    "tilt",
+    "scaling",
+    "shear",
+    "grid_lines",
+    "text_markers",
+    "hair",
+    "black_corners",
+    "air_bubbles",
+    "uneven_illumination",
 }
 
 
@@ -35,10 +47,18 @@ def _gen(seed: int = 0) -> torch.Generator:
 
 def test_registry_lists_every_family() -> None:
     assert len(ALL) == 24
-    assert set(list_perturbations(Family.NOISE)) == {"gaussian_noise", "shot_noise",
-                                                     "speckle_noise"}
-    assert set(list_perturbations("geometry")) == {"translation", "rotation", "tilt",
-                                                   "scaling", "shear"}
+    assert set(list_perturbations(Family.NOISE)) == {
+        "gaussian_noise",
+        "shot_noise",
+        "speckle_noise",
+    }
+    assert set(list_perturbations("geometry")) == {
+        "translation",
+        "rotation",
+        "tilt",
+        "scaling",
+        "shear",
+    }
     assert {get_perturbation(n).family for n in ALL} == set(Family)
 
 
@@ -76,8 +96,9 @@ def test_modality_selection() -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_severity_zero_is_identity(name: str, gray_images: torch.Tensor,
-                                   rgb_images: torch.Tensor) -> None:
+def test_severity_zero_is_identity(
+    name: str, gray_images: torch.Tensor, rgb_images: torch.Tensor
+) -> None:
     p = get_perturbation(name)
     for x in (gray_images, rgb_images):
         out = p(x, 0, generator=_gen())
@@ -86,8 +107,9 @@ def test_severity_zero_is_identity(name: str, gray_images: torch.Tensor,
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_output_in_unit_range_same_shape(name: str, rgb_images: torch.Tensor,
-                                         gray_images: torch.Tensor) -> None:
+def test_output_in_unit_range_same_shape(
+    name: str, rgb_images: torch.Tensor, gray_images: torch.Tensor
+) -> None:
     p = get_perturbation(name)
     for x in (rgb_images, gray_images):
         for s in range(1, 6):

@@ -30,8 +30,7 @@ def test_shape_range_and_seed(name: str, rgb_images: torch.Tensor) -> None:
     assert a.min() >= 0
     assert a.max() <= 1
     assert torch.equal(a, b)
-    streamed = torch.stack(list(iter_sequence(name, x, frames=5, difficulty=2,
-                                              generator=_gen(1))))
+    streamed = torch.stack(list(iter_sequence(name, x, frames=5, difficulty=2, generator=_gen(1))))
     assert torch.equal(a, streamed)
 
 
@@ -87,14 +86,18 @@ def test_pairs_compared() -> None:
     assert pairs_compared(SequenceRule.CONSECUTIVE, 10, 3) == 7
 
 
-@pytest.mark.parametrize(("frames", "difficulty", "message"), [
-    (1, 1, r"frames must be in \[2, 100\]"),
-    (101, 1, r"frames must be in \[2, 100\]"),
-    (5, 0, r"difficulty must be in \[1, 3\]"),
-    (5, 4, r"difficulty must be in \[1, 3\]"),
-    (3, 3, "frames must be greater than difficulty"),
-])
-def test_invalid_sequence(frames: int, difficulty: int, message: str,
-                          gray_images: torch.Tensor) -> None:
+@pytest.mark.parametrize(
+    ("frames", "difficulty", "message"),
+    [
+        (1, 1, r"frames must be in \[2, 100\]"),
+        (101, 1, r"frames must be in \[2, 100\]"),
+        (5, 0, r"difficulty must be in \[1, 3\]"),
+        (5, 4, r"difficulty must be in \[1, 3\]"),
+        (3, 3, "frames must be greater than difficulty"),
+    ],
+)
+def test_invalid_sequence(
+    frames: int, difficulty: int, message: str, gray_images: torch.Tensor
+) -> None:
     with pytest.raises(InvalidParametersError, match=message):
         make_sequence("brightness", gray_images, frames=frames, difficulty=difficulty)
