@@ -14,10 +14,14 @@ certified **L2** radius ``sigma * Phi^-1(pA_lower)``: with probability at least
 L2 distance (pixel units). When ``pA_lower <= 0.5`` the vote is not significant and the
 prediction abstains (``label=None``, radius 0).
 
-Multi-label (sigmoid) models get per-finding votes: the share of noisy copies in which each
-finding is positive (at the card's thresholds), the per-finding majority, and a
-per-finding radius from the same bound applied to each finding's binary vote. Each
-finding's radius certifies that finding alone; the findings are not certified jointly.
+Multi-label (sigmoid) models get per-finding votes: the share of the ``n`` noisy copies in
+which each finding is positive (at the card's thresholds), the per-finding majority, and a
+per-finding radius from the same procedure applied to each finding's binary vote (``n0``
+copies pick the outcome, ``n`` bound it). Each finding's radius certifies that finding
+alone; the findings are not certified jointly (that would need a union bound).
+
+Cost: ``n0 + n`` forward images per input image, batched ``batch_size`` at a time across
+images and copies (``n = 100``, ``n0 = 16``: one pass of 116 images per image).
 
 Noise is **not clipped** to [0, 1] by default: Cohen et al.'s theorem holds for any base
 classifier, and clipping (``clip=True``) is just part of that base classifier

@@ -276,22 +276,26 @@ def _optimizer(params: TrainingParams, net: torch.nn.Module) -> torch.optim.Opti
 
 def evaluate(
     model: DiagnosticModel,
-    split: _Split,
+    data: IndexedDataset | _Split,
     *,
     eps: float,
-    steps: int,
-    step_size: float,
-    batch_size: int,
-    generator: torch.Generator,
+    steps: int = 10,
+    step_size: float | None = None,
+    batch_size: int = 64,
+    generator: torch.Generator | None = None,
     before_batch: Callable[[], None] | None = None,
     after_batch: Callable[[], None] | None = None,
 ) -> tuple[float, float]:
-    """``(clean accuracy, robust accuracy)`` of ``model`` on ``split`` under L-infinity PGD
-    (uniform random start, head loss), eps in [0, 1] pixel units. Robust counts an image
-    only if it is right clean and attacked. The model is left in eval mode.
-    ``before_batch`` may raise to stop (cancellation); ``after_batch`` reports progress."""
+    """``(clean accuracy, robust accuracy)`` of ``model`` on ``data`` under L-infinity PGD
+    (uniform random start, head loss; ``step_size`` defaults to ``2.5 * eps / steps``),
+    eps in [0, 1] pixel units. Robust counts an image only if it is right clean and
+    attacked. The model is left in eval mode. ``before_batch`` may raise to stop
+    (cancellation); ``after_batch`` reports progress."""
     from workers.attacks.functional import pgd
 
+    split = data if isinstance(data, _Split) else _Split(data, model, "evaluation")
+    if step_size is None:
+        step_size = 2.5 * eps / steps
     model.eval()
     device = model.device
     head = model.head
