@@ -85,6 +85,34 @@ def test_scripted_and_exported_nets_get_the_same_blocks_and_values(softmax_model
         )
 
 
+def test_onnx_graph_blocks_come_from_its_scope_names(softmax_model, kit):
+    import io
+
+    import onnx
+    from onnx2torch import convert
+
+    t = softmax_model
+    x, y = t.images[:12], t.labels[:12]
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        # The TorchScript-based exporter keeps module scopes in node names.
+        torch.onnx.export(t.model.net, (x[:2],), buf, dynamo=False, opset_version=17,
+                          do_constant_folding=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "batch"}})
+    graph = convert(onnx.load_from_string(buf.getvalue())).eval()
+    card = t.model.card.model_copy(update={"architecture": None})
+    model = DiagnosticModel(graph, card, t.model.head)
+    blocks = find_blocks(model)
+    assert list(blocks.names) == BLOCKS
+    assert blocks.source == "module tree"
+    adv = {"pgd": kit.pgd(t.model, x, y, 8 / 255)}
+    _, eager = kit.run(FeaturesAnalysis(), t.model, x, y, adv)
+    _, converted = kit.run(FeaturesAnalysis(), model, x, y, adv)
+    np.testing.assert_allclose(converted[attack_field("change", "pgd")],
+                               eager[attack_field("change", "pgd")], rtol=1e-3, atol=1e-5)
+
+
 def test_fixed_batch_program_is_split_and_padded(softmax_model, kit):
     t = softmax_model
     x = t.images[:10]

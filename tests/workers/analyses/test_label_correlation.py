@@ -23,6 +23,8 @@ class Oracle(nn.Module):
 
     def __init__(self, normalized: Tensor, labels: Tensor) -> None:
         super().__init__()
+        self.images: Tensor
+        self.answers: Tensor
         self.register_buffer("images", normalized.flatten(1))
         self.register_buffer("answers", 8.0 * (2.0 * labels.float() - 1.0))
 
