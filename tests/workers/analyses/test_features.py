@@ -85,22 +85,20 @@ def test_scripted_and_exported_nets_get_the_same_blocks_and_values(softmax_model
         )
 
 
-def test_onnx_graph_blocks_come_from_its_scope_names(softmax_model, kit):
-    import io
-
+def test_onnx_graph_blocks_come_from_its_scope_names(softmax_model, kit, tmp_path):
     import onnx
     from onnx2torch import convert
 
     t = softmax_model
     x, y = t.images[:12], t.labels[:12]
-    buf = io.BytesIO()
+    path = tmp_path / "net.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # The TorchScript-based exporter keeps module scopes in node names.
-        torch.onnx.export(t.model.net, (x[:2],), buf, dynamo=False, opset_version=17,
+        torch.onnx.export(t.model.net, (x[:2],), str(path), dynamo=False, opset_version=17,
                           do_constant_folding=False, input_names=["x"],
                           dynamic_axes={"x": {0: "batch"}})
-    graph = convert(onnx.load_from_string(buf.getvalue())).eval()
+    graph = convert(onnx.load(str(path))).eval()
     card = t.model.card.model_copy(update={"architecture": None})
     model = DiagnosticModel(graph, card, t.model.head)
     blocks = find_blocks(model)
