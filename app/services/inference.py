@@ -74,6 +74,12 @@ class Ticket:
         self.lane = lane
         self.count = count
 
+    def resize(self, count: int) -> None:
+        """The request turned out to carry ``count`` images."""
+        if self.count and count != self.count:
+            self.lane._arrived(self.count - count)
+            self.count = count
+
     def release(self) -> None:
         if self.count:
             self.lane._arrived(self.count)
@@ -268,6 +274,16 @@ class InferenceService:
     def _key(self, model_id: str) -> tuple[str, str]:
         return (model_id, str(self.device))
 
+    def expect(self, model_id: str, count: int = 1) -> Ticket | None:
+        """Announce a request to the model's lane, when it is cached (see :meth:`Lane.expect`).
+
+        Called as a request enters, before its key is checked and its body read, so that
+        a batch forming meanwhile waits (at most ``batch_max_wait_ms``) for it.
+        """
+        with self._lock:
+            lane = self._lanes.get(self._key(model_id))
+        return lane.expect(count) if lane is not None else None
+
     def cached(self) -> list[str]:
         with self._lock:
             return [model_id for model_id, _ in self._lanes]
@@ -325,14 +341,21 @@ class InferenceService:
         loader: Loader,
         count: int,
         prepare: Callable[[], list[torch.Tensor]],
+        ticket: Ticket | None = None,
     ) -> list[list[float]]:
         """Probabilities for ``count`` images that ``prepare`` decodes (in a worker thread).
 
-        The lane is told the images are coming before they are decoded, so a batch that is
-        forming waits for them rather than leaving without them.
+        The lane is told the images are coming before they are decoded (or earlier, with
+        the ``ticket`` of :meth:`expect`), so a batch that is forming waits for them rather
+        than leaving without them.
         """
         lane = await self.lane(model_id, loader)
-        ticket = lane.expect(count)
+        if ticket is not None and ticket.lane is lane:
+            ticket.resize(count)
+        else:
+            if ticket is not None:
+                ticket.release()
+            ticket = lane.expect(count)
         try:
             images = await anyio.to_thread.run_sync(prepare)
             try:

@@ -31,7 +31,7 @@ from app.schemas.models import (
     PredictResponse,
     Smoothing,
 )
-from app.services.inference import InferenceService, Loader
+from app.services.inference import InferenceService, Loader, Ticket
 from app.services.models import model_path, row_card
 from app.services.multipart import UploadedFile
 from app.storage import Storage
@@ -169,16 +169,22 @@ async def predict_uploads(
     limits: ImageLimits,
     smoothing: SmoothingRequest | None = None,
     smoothing_batch: int = 128,
+    ticket: Ticket | None = None,
 ) -> PredictResponse | PredictBatchResponse:
-    """Decode, run (micro-batched, or smoothed on the model's lane) and describe."""
+    """Decode, run (micro-batched, or smoothed on the model's lane) and describe.
+
+    ``ticket``: the request's announcement to the model's lane (``InferenceService.expect``).
+    """
     card = row_card(row)
     loader = model_loader(model_path(storage, row), card, dict(row.info), service.device)
     if smoothing is None:
         rows = await service.predict(
-            row.id, loader, len(parts), lambda: decode_uploads(parts, card, limits)
+            row.id, loader, len(parts), lambda: decode_uploads(parts, card, limits), ticket
         )
         answers = [describe(card, probs) for probs in rows]
     else:
+        if ticket is not None:
+            ticket.release()  # smoothing does not join the batches
         images = await anyio.to_thread.run_sync(lambda: decode_uploads(parts, card, limits))
         seed = smoothing.seed if smoothing.seed is not None else secrets.randbits(63)
         generator = torch.Generator().manual_seed(seed)
