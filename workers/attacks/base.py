@@ -68,6 +68,9 @@ class AttackResult:
         flipped: long ``[N]``: findings whose prediction differs from the label
             (multi-label), or 1/0 (single-label).
         predictions: adversarial predictions in the label convention of the head.
+        outputs: ``[N, K]`` (``[N, 1]`` binary-logit) float logits of the model on
+            ``images``, from the forward that judged success; reuse them instead of
+            running the model again.
         norm_found: ``[N]`` for minimum-norm attacks: the norm of the smallest successful
             perturbation found (``inf`` where none was found); ``None`` otherwise.
         attack: the attack's registry name.
@@ -82,6 +85,7 @@ class AttackResult:
     loss: Tensor
     flipped: Tensor
     predictions: Tensor
+    outputs: Tensor
     norm_found: Tensor | None = None
     attack: str = ""
     params: dict[str, Any] = field(default_factory=dict)
@@ -103,6 +107,7 @@ class AttackResult:
             "loss": self.loss.float().cpu().numpy(),
             "flipped": self.flipped.cpu().numpy(),
             "predictions": self.predictions.cpu().numpy(),
+            "outputs": self.outputs.float().cpu().numpy(),
         }
         if self.norm_found is not None:
             out["norm_found"] = self.norm_found.float().cpu().numpy()
@@ -525,6 +530,7 @@ class Attack(ABC, Generic[P]):
                 loss=objective.true_loss(outputs),
                 flipped=objective.flipped(outputs),
                 predictions=objective.predict(outputs),
+                outputs=outputs,
                 norm_found=norm_found,
                 attack=self.name,
                 params=self.params.model_dump(),

@@ -84,24 +84,30 @@ class DeepFool(Attack[DeepFoolParams]):
                 break
             if columns is not None:
                 margins = margins.gather(1, columns[active])
-            grads = []
+            active = active[keep]
+            region = None if mask is None else (mask[active] if mask.shape[0] == n else mask)
+            value = margins.detach()[keep].abs() + 1e-4
+            # Keep only the running nearest boundary's gradient: memory stays at two
+            # gradients however many candidate boundaries there are.
+            best_dist = torch.full_like(value[:, 0], float("inf"))
+            g = torch.zeros_like(x_a[keep])
+            v = torch.zeros_like(best_dist)
+            s = torch.zeros_like(best_dist)
             for j in range(margins.shape[1]):
-                (g,) = torch.autograd.grad(
+                (grad,) = torch.autograd.grad(
                     margins[:, j].sum(), x_a, retain_graph=j < margins.shape[1] - 1
                 )
-                grads.append(g[keep])
+                with torch.no_grad():
+                    grad = grad[keep] if region is None else grad[keep] * region
+                    flat = grad.flatten(1)
+                    size = flat.norm(p=2, dim=1) if p.norm == "l2" else flat.abs().sum(dim=1)
+                    dist = value[:, j] / (size + 1e-12)
+                    nearer = dist < best_dist
+                    best_dist = torch.where(nearer, dist, best_dist)
+                    g = torch.where(nearer.view(view), grad, g)
+                    v = torch.where(nearer, value[:, j], v)
+                    s = torch.where(nearer, size, s)
             with torch.no_grad():
-                active = active[keep]
-                grad = torch.stack(grads, dim=1)  # [n_active, M, C, H, W]
-                if mask is not None:
-                    grad = grad * (mask[active] if mask.shape[0] == n else mask).unsqueeze(1)
-                flat = grad.flatten(2)
-                size = flat.norm(p=2, dim=2) if p.norm == "l2" else flat.abs().sum(dim=2)
-                value = margins.detach()[keep].abs() + 1e-4
-                nearest = (value / (size + 1e-12)).argmin(dim=1, keepdim=True)
-                g = grad[torch.arange(grad.shape[0], device=x.device), nearest.flatten()]
-                v = value.gather(1, nearest).flatten()
-                s = size.gather(1, nearest).flatten()
                 # Step to the linearized boundary: -v / ||g||^2 * g (L2) or -v / ||g||_1 *
                 # sign(g) (L-infinity, the dual norm).
                 if p.norm == "l2":

@@ -143,6 +143,7 @@ def test_success_is_judged_on_the_returned_quantized_images(name: str, trained: 
     wrong = ~heads.correct(outputs, t.labels, t.head, t.model.thresholds)
     assert torch.equal(result.success, wrong)
     assert torch.equal(result.predictions, heads.predict(outputs, t.head, t.model.thresholds))
+    assert torch.allclose(result.outputs, outputs, atol=1e-5)
     flipped = (result.predictions != t.labels).sum(1)
     assert torch.equal(result.flipped, flipped)
 
