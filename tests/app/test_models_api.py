@@ -325,3 +325,45 @@ def test_registered_model_gives_the_direct_forward(api: Api, tmp_path: Path) -> 
         expected = torch.softmax(net((x - 0.5) / 0.25), dim=1)[0].tolist()
     got = [p["probability"] for p in api.predict(body["id"], ("x.png", data)).json()["predictions"]]
     assert got == pytest.approx(expected, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- zoo
+
+
+def test_zoo_registration_is_idempotent_by_sha256(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.zoo
+    from app.db import ModelRow, get_database
+    from app.services.tenants import create_tenant
+    from app.services.zoo import register_zoo
+    from app.storage import Storage
+    from models.card import ModelCard
+    from models.zoo import ZooEntry
+
+    good = ZooEntry(
+        "lesions",
+        ModelCard.model_validate(card_dict(name="zoo-lesions", architecture="small_cnn")),
+        write_safetensors(architecture_state(seed=1), tmp_path / "lesions.safetensors"),
+    )
+    broken = ZooEntry(  # a card that does not fit its weights: logged and skipped
+        "broken",
+        ModelCard.model_validate(card_dict(name="zoo-broken", architecture="resnet18")),
+        write_safetensors(architecture_state(seed=2), tmp_path / "broken.safetensors"),
+    )
+    monkeypatch.setattr(models.zoo, "list_zoo", lambda: [broken, good])
+    db = get_database(f"sqlite:///{tmp_path / 'zoo.db'}")
+    storage = Storage(tmp_path / "store")
+    with db.session() as session:
+        tenant_id = create_tenant(session, "dev")[0].id
+    first = register_zoo(db, storage, tenant_id)
+    again = register_zoo(db, storage, tenant_id)
+    assert first == again
+    assert len(first) == 1
+    with db.session() as session:
+        row = session.get(ModelRow, first[0])
+        assert row is not None
+        assert row.sha256 == sha256_file(good.weights_path)
+        assert row.lineage == {"source": "zoo", "zoo_name": "lesions"}
+        assert session.query(ModelRow).count() == 1
+    assert good.weights_path.exists()  # copied, not moved out of the zoo
