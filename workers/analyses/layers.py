@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 Site = Literal["output", "input"]
 NetKind = Literal["eager", "torchscript", "graph"]
 NODE_PREFIX = "node:"
+#: At most this many automatically found blocks are read (evenly spaced beyond it).
+MAX_AUTO_BLOCKS = 24
 
 
 class LayerAccessError(Exception):
@@ -386,6 +388,13 @@ def find_blocks(model: DiagnosticModel, layers: Sequence[str] | None = None) -> 
             "no blocks found: the network exposes no submodules holding convolutions or "
             f"linear layers ({tree.kind} network); name layers with the 'layers' parameter"
         )
+    if len(blocks) > MAX_AUTO_BLOCKS:
+        # A graph without hierarchy gives one "block" per layer: keep an even spread,
+        # first and last included, so that a batch's tapped activations stay bounded.
+        keep = sorted({round(i * (len(blocks) - 1) / (MAX_AUTO_BLOCKS - 1))
+                       for i in range(MAX_AUTO_BLOCKS)})
+        return Blocks(tuple(blocks[i] for i in keep),
+                      f"module tree ({len(keep)} of {len(blocks)} layers, evenly spaced)")
     return Blocks(tuple(blocks), "module tree")
 
 

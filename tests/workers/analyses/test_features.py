@@ -176,3 +176,15 @@ def test_not_applicable_without_blocks(kind, kit):
     section, _ = kit.run(analysis, model, x, y, {"pgd": x.clone()})
     assert not section.applicable
     assert "no blocks found" in (section.reason or "")
+
+
+def test_many_flat_layers_are_thinned_evenly():
+    convs = [nn.Conv2d(1, 1, 3, padding=1) for _ in range(30)]
+    net = nn.Sequential(*convs, nn.Flatten(), nn.Linear(32 * 32, 3))
+    model = DiagnosticModel(net, _card(), _card().resolved_head(3))
+    blocks = find_blocks(model)
+    assert len(blocks.names) == 24
+    assert blocks.names[0] == "0"
+    assert blocks.names[-1] == "29"
+    assert "24 of 30" in blocks.source
+    assert "32" not in blocks.names  # the classifier is not a block

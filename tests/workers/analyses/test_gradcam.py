@@ -245,3 +245,17 @@ def test_parameter_errors(softmax_model, kit):
         kit.run(GradCAMAnalysis(), t.model, x, y, adv, params={"layer": "classifier"})
     with pytest.raises(InvalidParametersError, match="unknown layer"):
         kit.run(GradCAMAnalysis(), t.model, x, y, adv, params={"layer": "layer9"})
+
+
+def test_fixed_batch_program_gives_the_same_maps(softmax_model):
+    t = softmax_model
+    x = t.images[:10]
+    program = torch.export.export(t.model.net, (x[:4],)).module()  # accepts batch 4 only
+    fixed = DiagnosticModel(program, t.model.card, t.model.head, fixed_batch=4)
+    choose = lambda z: z.argmax(1).view(1, -1)  # noqa: E731
+    eager_maps, _, _ = grad_cam(LayerReader(t.model, [TapPoint("features.2")]), x, choose,
+                                Head.SOFTMAX)
+    fixed_maps, logits, _ = grad_cam(LayerReader(fixed, [TapPoint("features.2")]), x, choose,
+                                     Head.SOFTMAX)
+    assert logits.shape == (10, 3)
+    torch.testing.assert_close(fixed_maps, eager_maps, rtol=1e-4, atol=1e-5)
