@@ -9,6 +9,7 @@ run on the inference lanes (:mod:`app.services.inference`).
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
@@ -16,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from app.db import Database, ModelRow
-from app.deps import SessionDep, SettingsDep, StorageDep, TenantDep
+from app.deps import SessionDep, StorageDep, TenantDep
 from app.schemas.common import ERRORS, ErrorResponse
 from app.schemas.models import (
     CARD_EXAMPLE,
@@ -38,6 +39,8 @@ from app.services.multipart import FileField, read_form
 from app.services.predictions import ImageLimits, SmoothingRequest, predict_uploads
 from app.services.tenants import authenticate
 from app.startup import AppState
+from app.storage import Storage
+from models.card import ModelCard
 from models.device import resolve_device
 from models.errors import ImageTooLargeError, InvalidInputError, PayloadTooLargeError
 from models.loading import parse_card
@@ -126,6 +129,20 @@ def model_or_404(model_id: str, session: SessionDep, tenant: TenantDep) -> Model
 ModelDep = Annotated[ModelRow, Depends(model_or_404)]
 
 
+def _tenant_id(db: Database, authorization: str | None) -> str:
+    with db.session() as session:
+        return authenticate(session, authorization).id
+
+
+def _register(
+    db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard, device: str
+) -> ModelRow:
+    with db.session() as session:
+        return register_model_file(
+            session, storage, tenant_id, path, card, device=resolve_device(device)
+        )
+
+
 def _authorized_model(db: Database, authorization: str | None, model_id: str) -> ModelRow:
     with db.session() as session:
         tenant = authenticate(session, authorization)
@@ -148,11 +165,15 @@ def _authorized_model(db: Database, authorization: str | None, model_id: str) ->
 async def post_model(
     request: Request,
     response: Response,
-    session: SessionDep,
-    storage: StorageDep,
-    settings: SettingsDep,
-    tenant: TenantDep,
+    authorization: Annotated[str | None, Header(description="Bearer <api key>")] = None,
 ) -> ModelPublic:
+    # No SessionDep here: its session would hold a database connection (and a read
+    # transaction) open for the whole upload, which may take minutes. The key is checked
+    # in a short session before a byte of the body is read; the model is registered in
+    # another once the file is on disk.
+    state: AppState = request.app.state.robustdx
+    settings, storage = state.settings, state.storage
+    tenant_id = await run_in_threadpool(_tenant_id, state.db, authorization)
     form = await read_form(
         request,
         files={
@@ -175,13 +196,7 @@ async def post_model(
         card = parse_card(form.fields["card"])
         assert upload[0].path is not None
         row = await run_in_threadpool(
-            register_model_file,
-            session,
-            storage,
-            tenant.id,
-            upload[0].path,
-            card,
-            device=resolve_device(settings.device),
+            _register, state.db, storage, tenant_id, upload[0].path, card, settings.device
         )
     finally:
         form.cleanup()

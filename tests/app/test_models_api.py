@@ -225,7 +225,8 @@ def test_missing_parts_and_wrong_body(api: Api, model_id: str, tmp_path: Path) -
 def test_no_key_or_wrong_key(api: Api, model_id: str, client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer rdx_wrong"}):
         for method, url in (("GET", "/v1/models"), ("GET", f"/v1/models/{model_id}"),
-                            ("POST", f"/v1/models/{model_id}/predict")):
+                            ("POST", "/v1/models"), ("POST", f"/v1/models/{model_id}/predict"),
+                            ("DELETE", f"/v1/models/{model_id}")):
             response = client.request(method, url, headers=headers)
             assert response.status_code == 401, (method, url, response.text)
             assert response.json()["error"]["code"] == "unauthenticated"
