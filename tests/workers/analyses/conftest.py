@@ -137,13 +137,25 @@ def any_head(request: pytest.FixtureRequest) -> Trained:
 
 def pgd(model: DiagnosticModel, x: Tensor, y: Tensor, eps: float, steps: int = 10,
         seed: int = 0) -> Tensor:
-    """L-infinity PGD images (the attack engine's), eps in [0, 1] pixel units."""
-    from workers.attacks import get_attack
+    """L-infinity PGD (Madry et al. 2018) with the head's loss: random start, signed steps of
+    ``2.5 * eps / steps``, projection to the eps ball and [0, 1], 8-bit quantization.
 
+    Inline on purpose: these tests check the analyses, not the attack engine.
+    """
     if eps == 0:
         return x.clone()
-    attack = get_attack("pgd", eps=eps, steps=steps)
-    return attack(model, x, y, generator=torch.Generator().manual_seed(seed)).images.detach()
+    g = torch.Generator().manual_seed(seed)
+    step = 2.5 * eps / steps
+    adv = (x + (torch.rand(x.shape, generator=g) * 2 - 1) * eps).clamp(0, 1)
+    for _ in range(steps):
+        adv = adv.detach().requires_grad_(True)
+        loss = heads.loss(model(adv), y, model.head)
+        (grad,) = torch.autograd.grad(loss, adv)
+        adv = adv.detach() + step * grad.sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1)
+    quantized = (adv * 255).round() / 255
+    # Rounding may cross the ball's surface by half a grey level: stay inside.
+    return torch.min(torch.max(quantized, x - eps), x + eps).detach()
 
 
 def run_analysis(
