@@ -35,7 +35,7 @@ from models.device import resolve_device
 from models.wrapper import DiagnosticModel
 from workers.attacks import FittedAttack, get_attack
 from workers.attacks import functional as F
-from workers.attacks.base import frozen
+from workers.attacks.context import frozen
 
 
 def cpu_model() -> str:

@@ -48,11 +48,14 @@ from workers.attacks import (  # noqa: F401
     square,
     uap,
 )
-from workers.attacks.base import Attack, AttackContext, AttackResult, FittedAttack, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext, frozen
+from workers.attacks.fitted import FittedAttack
 from workers.attacks.min_eps import min_eps
 from workers.attacks.objectives import Objective
 from workers.attacks.params import AttackParams
 from workers.attacks.registry import attack_class, describe_attacks, get_attack, list_attacks
+from workers.attacks.result import AttackResult, Outcome
 
 __all__ = [
     "Attack",
@@ -64,6 +67,7 @@ __all__ = [
     "Outcome",
     "attack_class",
     "describe_attacks",
+    "frozen",
     "get_attack",
     "list_attacks",
     "min_eps",

@@ -21,10 +21,12 @@ import torch
 from torch import Tensor
 
 from workers.attacks import functional as F
-from workers.attacks.base import Attack, AttackContext, Best, Outcome, run_on_robust
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext, Best, run_on_robust
 from workers.attacks.objectives import Objective, check_dlr
 from workers.attacks.params import NormBudgetParams, PositiveSteps, Restarts
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 ApgdLoss = Literal["ce", "dlr"]
 

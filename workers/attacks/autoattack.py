@@ -23,10 +23,12 @@ from torch import Tensor
 
 from models.card import Head
 from workers.attacks.apgd import apgd, run_apgd
-from workers.attacks.base import Attack, AttackContext, Outcome, run_on_robust
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext, run_on_robust
 from workers.attacks.objectives import Objective
 from workers.attacks.params import AttackParams, Eps, Finding, PositiveSteps
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 from workers.attacks.square import square_linf
 
 logger = logging.getLogger(__name__)

@@ -20,10 +20,12 @@ import torch
 from pydantic import AfterValidator
 from torch import Tensor
 
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
 from workers.attacks.params import LearningRate, PositiveSteps, TargetedParams
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 
 def _positive_c(value: float) -> float:

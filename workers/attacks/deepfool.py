@@ -29,10 +29,12 @@ from pydantic import AfterValidator
 from torch import Tensor
 
 from models.card import Head
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
 from workers.attacks.params import AttackParams, Finding, Norm, Overshoot, PositiveSteps
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 
 def _candidates(value: int) -> int:

@@ -13,11 +13,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
 from workers.attacks.params import Eps, TargetedParams
 from workers.attacks.pgd import run_pgd
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 
 class FGSMParams(TargetedParams):

@@ -22,10 +22,12 @@ from torch import Tensor, nn
 
 from models.card import Head
 from workers.attacks import functional as F
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
 from workers.attacks.params import AnyEps, PositiveSteps, TargetedParams, check_budget
 from workers.attacks.registry import get_attack, register
+from workers.attacks.result import Outcome
 
 
 def _search_steps(value: int) -> int:

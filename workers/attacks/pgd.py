@@ -23,10 +23,12 @@ import torch
 from torch import Tensor
 
 from workers.attacks import functional as F
-from workers.attacks.base import Attack, AttackContext, Best, Outcome, run_on_robust
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext, Best, run_on_robust
 from workers.attacks.objectives import Objective
 from workers.attacks.params import NormBudgetParams, Restarts, Steps, StepSize
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 
 class BIMParams(NormBudgetParams):

@@ -23,10 +23,12 @@ from pydantic import AfterValidator
 from torch import Tensor
 
 from workers.attacks import functional as F
-from workers.attacks.base import Attack, AttackContext, Outcome
+from workers.attacks.base import Attack
+from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
 from workers.attacks.params import Eps, TargetedParams
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 
 def _queries(value: int) -> int:

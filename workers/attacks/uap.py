@@ -24,18 +24,12 @@ from torch import Tensor, nn
 from models.card import Head
 from models.errors import ConflictError, InvalidModelFileError
 from workers.attacks import functional as F
-from workers.attacks.base import (
-    AttackContext,
-    FittedAttack,
-    Outcome,
-    frozen,
-    iterate_batches,
-    model_device,
-    model_fingerprint,
-)
+from workers.attacks.context import AttackContext, frozen, model_device, model_fingerprint
+from workers.attacks.fitted import FittedAttack, iterate_batches
 from workers.attacks.objectives import Objective, check_labels
 from workers.attacks.params import BatchSize, Epochs, NormBudgetParams, StepSize
 from workers.attacks.registry import register
+from workers.attacks.result import Outcome
 
 logger = logging.getLogger(__name__)
 
