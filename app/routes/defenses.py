@@ -23,14 +23,14 @@ router = APIRouter(prefix="/v1/defenses", tags=["defenses"], responses=ERRORS)
              summary="Harden a model by adversarial training")
 def post_defense(body: DefenseRequest, response: Response, session: SessionDep,
                  db: DatabaseDep, settings: SettingsDep, tenant: TenantDep) -> JobStatus:
-    from models.datasets import check_labels
+    from models.datasets import DatasetInfo, check_labels
 
     model = model_or_404(session, tenant.id, body.model_id)
     card = ModelCard.model_validate(model.card)
     train = dataset_or_404(session, tenant.id, body.train_dataset_id)
     evaluation = dataset_or_404(session, tenant.id, body.eval_dataset_id)
-    check_labels(train.info, card)
-    check_labels(evaluation.info, card)
+    check_labels(DatasetInfo.model_validate(train.info), card)
+    check_labels(DatasetInfo.model_validate(evaluation.info), card)
     request = body.model_dump(mode="json") | {"train_dataset_sha256": train.sha256,
                                               "eval_dataset_sha256": evaluation.sha256}
     job = submit_job(session, db, settings, tenant.id, "defense", request)

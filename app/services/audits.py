@@ -47,9 +47,9 @@ def submit_audit(
 ) -> JobRow:
     model = model_or_404(session, tenant_id, body.model_id)
     dataset = dataset_or_404(session, tenant_id, body.dataset_id)
-    from models.datasets import check_labels
+    from models.datasets import DatasetInfo, check_labels
 
-    check_labels(dataset.info, ModelCard.model_validate(model.card))
+    check_labels(DatasetInfo.model_validate(dataset.info), ModelCard.model_validate(model.card))
     _check_policy(body.policy)
     request = body.model_dump(mode="json")
     request["model_sha256"] = model.sha256

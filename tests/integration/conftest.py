@@ -62,10 +62,13 @@ def _train(kind: str, head: str | None, out: Path) -> TinyModel:
     archive = out / f"{kind}.zip"
     fmt = "csv" if data.task == "multi-label" else "imagefolder"
     write_phantom_archive(kind, 96, SIZE, fmt, archive, seed=12)
-    test = generate(kind, 96, size=SIZE, seed=12)
-    tx = torch.from_numpy(np.asarray(test.images)).permute(0, 3, 1, 2).float() / 255.0
+    # The audited images in the order the service stores them (the importer's order).
+    from models.datasets import ImportLimits, import_dataset, load_dataset
+
+    import_dataset(archive, fmt, out / "imported", limits=ImportLimits())
+    tx, ty, _ = load_dataset(out / "imported").tensors(card)
     return TinyModel(weights, json.loads(card.model_dump_json(exclude_none=True)), model,
-                     archive, tx, torch.as_tensor(np.asarray(test.labels)))
+                     archive, tx, ty)
 
 
 @pytest.fixture(scope="session")

@@ -95,14 +95,14 @@ def test_audit_report_values_and_artifacts(service: Service, tiny_derm: TinyMode
         names = sorted(n for n in zf.namelist() if n.startswith(PGD8.replace("/", "_") + "/"))
         assert len(names) == tiny_derm.test_images.shape[0]
         adv = torch.stack([
-            torch.from_numpy(np.asarray(Image.open(io.BytesIO(zf.read(n))).convert("RGB")))
+            torch.from_numpy(np.array(Image.open(io.BytesIO(zf.read(n))).convert("RGB")))
             .permute(2, 0, 1).float() / 255.0 for n in names
         ])
     with torch.inference_mode():
         clean_pred = model.predict(tiny_derm.test_images)
         adv_pred = model.predict(adv)
     assert np.linalg.norm((adv - tiny_derm.test_images).numpy().ravel(), np.inf) <= 8 / 255 + 1e-6
-    fooling = float((clean_pred != adv_pred).float().mean())
+    fooling = float((clean_pred != adv_pred).double().mean())
     assert fooling == pytest.approx(pgd["fooling_rate"], abs=1e-9)
 
     # The policy: PGD at 8/255 cannot keep 95% accuracy; clean accuracy passes.

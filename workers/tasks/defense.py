@@ -34,7 +34,7 @@ def _dataset(
     from models.datasets import check_labels, load_dataset
 
     stored = load_dataset(rt.storage.dataset_dir(dataset_id))
-    check_labels(stored.info, card)
+    check_labels(stored.manifest.info, card)
     images, labels, _ = stored.tensors(card, np.arange(len(stored)))
     return stored, images, labels
 
