@@ -25,7 +25,9 @@ hold convolutions or linear layers, descending into a child that holds most of t
 ``features`` Sequential), the classifier left out.
 
 :class:`LayerReader` runs the wrapper's forward (normalization and fixed-batch splitting
-included) with taps and returns the logits and the tapped tensors of that batch only.
+included) with taps and returns the logits and the tapped tensors of that batch only. The
+caller's model is never modified, except that eager networks carry forward hooks for the
+duration of one call: do not read one eager network from two threads at once.
 Tapped tensors are the live activations (not copies): an in-place op that follows a tapped
 layer in the network (``F.relu(x, inplace=True)``) is seen in the tapped value, for clean
 and adversarial images alike.
