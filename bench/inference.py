@@ -111,7 +111,9 @@ def write_model(folder: Path) -> Path:
     return path
 
 
-def start_service(data_dir: Path, port: int, device: str, threads: int) -> subprocess.Popen[bytes]:
+def start_service(
+    data_dir: Path, port: int, device: str, threads: int, max_wait_ms: float | None
+) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "ROBUSTDX_DATA_DIR": str(data_dir),
@@ -125,6 +127,8 @@ def start_service(data_dir: Path, port: int, device: str, threads: int) -> subpr
         "MKL_NUM_THREADS": str(threads),
         "PYTHONPATH": str(ROOT),
     }
+    if max_wait_ms is not None:
+        env["ROBUSTDX_BATCH_MAX_WAIT_MS"] = str(max_wait_ms)
     cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
            "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
            "--no-access-log"]
@@ -239,6 +243,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
                         help="torch threads, in the service and for the raw forward")
+    parser.add_argument("--max-wait-ms", type=float, default=None,
+                        help="the service's batch_max_wait_ms (default: its setting)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -248,7 +254,8 @@ def main() -> None:
         model_path = write_model(folder)
         images = make_images(64)
         port = free_port()
-        proc = start_service(folder / "data", port, str(device), args.threads)
+        proc = start_service(folder / "data", port, str(device), args.threads,
+                             args.max_wait_ms)
         try:
             base = f"http://127.0.0.1:{port}"
             key, model_id = register(base, model_path)
@@ -280,8 +287,9 @@ def main() -> None:
                                 f"raw forward, batch {args.clients}")
 
     rows = [single, concurrent, raw_single, raw_batch]
+    wait = "default" if args.max_wait_ms is None else f"{args.max_wait_ms:g} ms"
     print(f"\nMachine: {machine(device)}; torch threads {args.threads}; "
-          f"{args.requests} requests per HTTP run\n")
+          f"{args.requests} requests per HTTP run; batch_max_wait_ms {wait}\n")
     print("| run | images | throughput (img/s) | p50 latency (ms) | p99 latency (ms) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:

@@ -6,12 +6,16 @@ thread takes up to ``batch_max_size`` queued images, runs one forward pass in
 ``torch.inference_mode()`` and hands each row of probabilities back to its request's event
 loop. The event loop never runs a forward pass.
 
-Batching does not make a lone request wait. A lane knows how many requests have been
-routed to it and are still being decoded (:meth:`Lane.expect`); it waits (at most
-``batch_max_wait_ms``) only for those. With no one else coming, a request runs at once;
-under load, requests that arrive while a batch runs form the next one, so batches grow
-with the load on their own. ``inference_threads`` bounds how many lanes run a forward pass
-at the same time (one by default: lanes of different models take turns on the device).
+Batching does not make a lone request wait. A lane knows how many requests have entered
+predict for its model and are not yet queued (:meth:`Lane.expect`: their key is being
+checked, their body read, their images decoded); a forming batch waits (at most
+``batch_max_wait_ms``) for those, and, while the previous batch carried several images
+(sustained load, whose next requests are still on the wire), for the batch to fill. With
+no one else coming, a request runs at once; under load, requests that arrive while a
+batch runs form the next one, so batches grow with the load on their own.
+
+``inference_threads`` bounds how many lanes run a forward pass at the same time (one by
+default: lanes of different models take turns on the device).
 
 Other work that must not overlap the lane's forward passes (randomized smoothing, whose
 ``n`` noisy copies are a batch of their own) runs on the same thread through
@@ -129,6 +133,7 @@ class Lane:
         self._cond = threading.Condition()
         self._queue: deque[_Image | _Call] = deque()
         self._arriving = 0
+        self._busy = False
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=f"inference-{name}", daemon=True)
         self._thread.start()
@@ -196,7 +201,7 @@ class Lane:
                 return self._queue.popleft()  # type: ignore[return-value]
             deadline = time.monotonic() + self.max_wait_s
             while (
-                self._arriving > 0
+                (self._arriving > 0 or self._busy)
                 and len(self._queue) < self.max_batch
                 and not self._closed
             ):
@@ -211,6 +216,7 @@ class Lane:
                     break
                 batch.append(head)
                 self._queue.popleft()
+            self._busy = len(batch) > 1
             return batch
 
     def _run(self) -> None:
