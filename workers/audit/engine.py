@@ -69,6 +69,14 @@ class AttackSetting:
         return {"name": self.name, "eps": self.eps, "params": dict(self.params)}
 
 
+def _number(value: Any) -> float:
+    """``4/255`` or ``0.0157`` as a float."""
+    try:
+        return float(Fraction(value)) if isinstance(value, str) else float(value)
+    except (ValueError, ZeroDivisionError, TypeError):
+        raise InvalidParametersError(f"eps must be a number or a fraction, got {value!r}") from None
+
+
 def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
     """One setting per attack and eps value; every setting validated by the engine."""
     from workers.attacks import get_attack
@@ -82,7 +90,7 @@ def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
         for eps in eps_list:
             p = dict(params)
             if eps is not None:
-                p["eps"] = float(eps)
+                p["eps"] = _number(eps)
             get_attack(name, **p)  # validates; raises InvalidParametersError
             settings.append(AttackSetting(attack_key(name, p), name, p))
     keys = [s.key for s in settings]
