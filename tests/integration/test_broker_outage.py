@@ -9,7 +9,7 @@ import pytest
 
 from app.embedded_broker import EmbeddedRedis
 from tests.integration.conftest import TinyModel
-from tests.support.services import Service
+from tests.support.services import Broker, Service
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +52,9 @@ def test_job_submitted_while_broker_is_down_runs_when_it_returns(
         redis.stop()
 
 
-def test_check_job_on_postgresql(tmp_path: Path, postgres: str, broker, tiny_derm: TinyModel) -> None:
+def test_check_job_on_postgresql(
+    tmp_path: Path, postgres: str, broker: Broker, tiny_derm: TinyModel
+) -> None:
     broker.flush()
     svc = Service(data_dir=tmp_path / "data", broker_url=broker.url, database_url=postgres)
     svc.data_dir.mkdir()
