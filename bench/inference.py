@@ -129,9 +129,20 @@ def start_service(
     }
     if max_wait_ms is not None:
         env["ROBUSTDX_BATCH_MAX_WAIT_MS"] = str(max_wait_ms)
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-           "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-           "--no-access-log"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "app.main:create_app",
+        "--factory",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -185,8 +196,9 @@ async def _http_concurrent(
     latencies: list[float] = []
     counter = iter(range(n))
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120,
-                                 limits=limits) as client:
+    async with httpx.AsyncClient(
+        headers={"Authorization": f"Bearer {key}"}, timeout=120, limits=limits
+    ) as client:
 
         async def worker() -> None:
             for i in counter:
@@ -217,8 +229,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def raw_forward(model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device,
-                name: str) -> Result:
+def raw_forward(
+    model: torch.nn.Module, batches: list[torch.Tensor], device: torch.device, name: str
+) -> Result:
     latencies = []
     images = 0
     with torch.inference_mode():
@@ -241,10 +254,18 @@ def main() -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     parser.add_argument("--requests", type=int, default=256, help="HTTP requests per run")
     parser.add_argument("--clients", type=int, default=32, help="concurrent clients")
-    parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2),
-                        help="torch threads, in the service and for the raw forward")
-    parser.add_argument("--max-wait-ms", type=float, default=None,
-                        help="the service's batch_max_wait_ms (default: its setting)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=max(1, (os.cpu_count() or 2) // 2),
+        help="torch threads, in the service and for the raw forward",
+    )
+    parser.add_argument(
+        "--max-wait-ms",
+        type=float,
+        default=None,
+        help="the service's batch_max_wait_ms (default: its setting)",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -254,15 +275,15 @@ def main() -> None:
         model_path = write_model(folder)
         images = make_images(64)
         port = free_port()
-        proc = start_service(folder / "data", port, str(device), args.threads,
-                             args.max_wait_ms)
+        proc = start_service(folder / "data", port, str(device), args.threads, args.max_wait_ms)
         try:
             base = f"http://127.0.0.1:{port}"
             key, model_id = register(base, model_path)
             http_sequential(base, key, model_id, images, 20)  # load the model, warm up
             single = http_sequential(base, key, model_id, images, args.requests)
-            asyncio.run(_http_concurrent(base, key, model_id, images, 2 * args.clients,
-                                         args.clients))  # warm-up
+            asyncio.run(
+                _http_concurrent(base, key, model_id, images, 2 * args.clients, args.clients)
+            )  # warm-up
             before = batch_stats(base)
             concurrent = asyncio.run(
                 _http_concurrent(base, key, model_id, images, args.requests, args.clients)
@@ -283,18 +304,20 @@ def main() -> None:
         stacked = torch.stack(tensors[: args.clients])
         n_batches = max(4, args.requests // args.clients)
         raw_single = raw_forward(model, ones, device, "raw forward, batch 1")
-        raw_batch = raw_forward(model, [stacked] * n_batches, device,
-                                f"raw forward, batch {args.clients}")
+        raw_batch = raw_forward(
+            model, [stacked] * n_batches, device, f"raw forward, batch {args.clients}"
+        )
 
     rows = [single, concurrent, raw_single, raw_batch]
     wait = "default" if args.max_wait_ms is None else f"{args.max_wait_ms:g} ms"
-    print(f"\nMachine: {machine(device)}; torch threads {args.threads}; "
-          f"{args.requests} requests per HTTP run; batch_max_wait_ms {wait}\n")
+    print(
+        f"\nMachine: {machine(device)}; torch threads {args.threads}; "
+        f"{args.requests} requests per HTTP run; batch_max_wait_ms {wait}\n"
+    )
     print("| run | images | throughput (img/s) | p50 latency (ms) | p99 latency (ms) |")
     print("|---|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r.name} | {r.images} | {r.throughput:.1f} | {r.pct(50):.2f} | "
-              f"{r.pct(99):.2f} |")
+        print(f"| {r.name} | {r.images} | {r.throughput:.1f} | {r.pct(50):.2f} | {r.pct(99):.2f} |")
     ratio = concurrent.throughput / raw_batch.throughput
     overhead = single.pct(50) - raw_single.pct(50)
     print()

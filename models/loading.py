@@ -145,8 +145,9 @@ def parse_card(raw: str | bytes | Mapping[str, Any] | ModelCard) -> ModelCard:
             f"invalid model card: architecture: unknown architecture {card.architecture!r}; "
             f"valid: {valid}",
             {
-                "errors": [{"loc": "architecture", "msg": "unknown architecture",
-                            "type": "value_error"}],
+                "errors": [
+                    {"loc": "architecture", "msg": "unknown architecture", "type": "value_error"}
+                ],
                 "valid": sorted(ARCHITECTURES),
             },
         )
@@ -164,14 +165,15 @@ def check_model_file(
     if card.sha256 is not None and card.sha256.lower() != digest:
         raise InvalidCardError(
             f"card.sha256 {card.sha256} is not the file's sha256 {digest}",
-            {"errors": [{"loc": "sha256", "msg": "does not match the file",
-                         "type": "value_error"}]},
+            {
+                "errors": [
+                    {"loc": "sha256", "msg": "does not match the file", "type": "value_error"}
+                ]
+            },
         )
     card = card.model_copy(update={"sha256": digest})
     loaded = load_model(path, card, device=device)
-    return CheckedModelFile(
-        loaded=loaded, card=card, sha256=digest, size_bytes=path.stat().st_size
-    )
+    return CheckedModelFile(loaded=loaded, card=card, sha256=digest, size_bytes=path.stat().st_size)
 
 
 def load_model(
@@ -208,9 +210,15 @@ def load_model(
     head = card.resolved_head(width)
     expected = card.expected_outputs(head)
     if width != expected:
-        raise InvalidModelFileError(_width_message(card, head, width, expected),
-                                    {"expected_outputs": expected, "got_outputs": width,
-                                     "labels": list(card.labels), "head": head.value})
+        raise InvalidModelFileError(
+            _width_message(card, head, width, expected),
+            {
+                "expected_outputs": expected,
+                "got_outputs": width,
+                "labels": list(card.labels),
+                "head": head.value,
+            },
+        )
     model = DiagnosticModel(net, card, head, fixed_batch).to(dev).eval()
     dry_run_ms = _dry_run(model, dev)
     return LoadedModel(
@@ -274,8 +282,7 @@ def _check_static_shape(card: ModelCard, shape: tuple[Any, ...] | None) -> None:
     ):
         shown = "[" + ", ".join("N" if d is None else str(d) for d in shape) + "]"
         raise InvalidModelFileError(
-            f"input size mismatch: the program takes {shown} but the card says "
-            f"{_card_shape(card)}",
+            f"input size mismatch: the program takes {shown} but the card says {_card_shape(card)}",
             {"expected_input": [None, *expected], "model_input": list(shape)},
         )
 

@@ -295,9 +295,15 @@ async def predict(
     # Announced before anything else, so a forming batch waits for this request.
     ticket = service.expect(model_id)
     try:
-        return await _predict(request, state, service, ticket, model_id, authorization,
-                              SmoothingRequest(sigma, n, alpha, seed)
-                              if defense == "smoothing" else None)
+        return await _predict(
+            request,
+            state,
+            service,
+            ticket,
+            model_id,
+            authorization,
+            SmoothingRequest(sigma, n, alpha, seed) if defense == "smoothing" else None,
+        )
     finally:
         if ticket is not None:
             ticket.release()

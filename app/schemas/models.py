@@ -71,8 +71,9 @@ class ModelPublic(BaseModel):
             info=ModelInfo.model_validate(row.info),
             lineage=row.lineage,
             # SQLite hands back naive datetimes; they were written in UTC.
-            created_at=row.created_at if row.created_at.tzinfo else
-            row.created_at.replace(tzinfo=UTC),
+            created_at=row.created_at
+            if row.created_at.tzinfo
+            else row.created_at.replace(tzinfo=UTC),
             links={
                 "self": base,
                 "predict": f"{base}/predict",
@@ -143,15 +144,17 @@ class PredictResponse(BaseModel):
 
     model_config = ConfigDict(
         json_schema_extra={
-            "examples": [{
-                "model_id": "3f2a9c0d1e",
-                "predictions": [
-                    {"label": "benign", "probability": 0.91, "positive": True},
-                    {"label": "melanoma", "probability": 0.09, "positive": False},
-                ],
-                "top_label": "benign",
-                "smoothing": None,
-            }]
+            "examples": [
+                {
+                    "model_id": "3f2a9c0d1e",
+                    "predictions": [
+                        {"label": "benign", "probability": 0.91, "positive": True},
+                        {"label": "melanoma", "probability": 0.09, "positive": False},
+                    ],
+                    "top_label": "benign",
+                    "smoothing": None,
+                }
+            ]
         }
     )
 

@@ -402,7 +402,6 @@ class InferenceService:
             lane.join(timeout)
 
 
-
 _CREATE = threading.Lock()
 
 

@@ -85,8 +85,13 @@ def register_model_file(
     except BaseException:
         storage.remove(folder)
         raise
-    logger.info("registered model %s (%s, %s) for tenant %s", model_id, checked.format,
-                checked.sha256[:12], tenant_id)
+    logger.info(
+        "registered model %s (%s, %s) for tenant %s",
+        model_id,
+        checked.format,
+        checked.sha256[:12],
+        tenant_id,
+    )
     return row
 
 
@@ -182,4 +187,3 @@ def export_path(
         finally:
             tmp.unlink(missing_ok=True)
     return dest, f"{slug}{EXPORTS[fmt]}"
-

@@ -134,16 +134,28 @@ def describe_smoothed(card: ModelCard, result: SmoothedPrediction) -> ImagePredi
             for label in card.labels
         ]
         smoothing = Smoothing(
-            sigma=result.sigma, n=result.n, n0=result.n0, alpha=result.alpha, label=None,
-            abstained=False, radius=None, p_lower=None, findings=findings,
+            sigma=result.sigma,
+            n=result.n,
+            n0=result.n0,
+            alpha=result.alpha,
+            label=None,
+            abstained=False,
+            radius=None,
+            p_lower=None,
+            findings=findings,
         )
     else:
         top_label = result.label
         positive = [label == result.label for label in card.labels]
         smoothing = Smoothing(
-            sigma=result.sigma, n=result.n, n0=result.n0, alpha=result.alpha,
-            label=result.label, abstained=result.abstained,
-            radius=None if result.abstained else result.radius, p_lower=result.p_lower,
+            sigma=result.sigma,
+            n=result.n,
+            n0=result.n0,
+            alpha=result.alpha,
+            label=result.label,
+            abstained=result.abstained,
+            radius=None if result.abstained else result.radius,
+            p_lower=result.p_lower,
         )
     return ImagePrediction(
         predictions=[
@@ -212,4 +224,3 @@ async def predict_uploads(
             for part, answer in zip(parts, answers, strict=True)
         ],
     )
-

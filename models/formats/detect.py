@@ -94,9 +94,7 @@ def detect_format(path: Path) -> ModelFormat:
 
 def _detect_zip(path: Path) -> ModelFormat:
     members = ZipMembers.read(path)
-    if members.has("archive_format") or (
-        members.has(".data/version") and members.under("models/")
-    ):
+    if members.has("archive_format") or (members.has(".data/version") and members.under("models/")):
         return "torch-export"
     if members.has("constants.pkl") or members.under("code/"):
         return "torchscript"

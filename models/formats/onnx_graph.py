@@ -35,9 +35,7 @@ def load_onnx(path: Path, device: torch.device) -> nn.Module:
     if not proto.graph.node:
         raise InvalidModelFileError("the ONNX model has an empty graph")
     external = [
-        t.name
-        for t in proto.graph.initializer
-        if t.data_location == onnx.TensorProto.EXTERNAL
+        t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
     ]
     if external:
         raise InvalidModelFileError(

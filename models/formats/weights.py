@@ -57,8 +57,10 @@ def _tensors_only(loaded: object) -> dict[str, torch.Tensor]:
         # Training checkpoints often nest the weights under one of these keys.
         for key in ("state_dict", "model_state_dict", "model"):
             inner = loaded.get(key)
-            if isinstance(inner, Mapping) and inner and all(
-                isinstance(v, torch.Tensor) for v in inner.values()
+            if (
+                isinstance(inner, Mapping)
+                and inner
+                and all(isinstance(v, torch.Tensor) for v in inner.values())
             ):
                 loaded = inner
                 break
@@ -93,8 +95,10 @@ def require_architecture(card: ModelCard) -> str:
     if card.architecture not in ARCHITECTURES:
         raise InvalidCardError(
             f"unknown architecture {card.architecture!r}; valid: {valid}",
-            {"errors": [{"loc": "architecture", "msg": "unknown architecture"}],
-             "valid": sorted(ARCHITECTURES)},
+            {
+                "errors": [{"loc": "architecture", "msg": "unknown architecture"}],
+                "valid": sorted(ARCHITECTURES),
+            },
         )
     return card.architecture
 
@@ -147,4 +151,3 @@ def _mismatch(net: nn.Module, state: Mapping[str, torch.Tensor]) -> dict[str, li
     if not (missing or unexpected or shapes):
         return None
     return {"missing_keys": missing, "unexpected_keys": unexpected, "shape_mismatches": shapes}
-

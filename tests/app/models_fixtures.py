@@ -58,8 +58,9 @@ class Api:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def upload(self, path: Path | None, card: dict[str, Any] | str,
-               content: bytes | None = None) -> httpx.Response:
+    def upload(
+        self, path: Path | None, card: dict[str, Any] | str, content: bytes | None = None
+    ) -> httpx.Response:
         data = content if content is not None else (path.read_bytes() if path else b"")
         name = path.name if path else "model.bin"
         card_text = card if isinstance(card, str) else json.dumps(card)
@@ -76,8 +77,9 @@ class Api:
         body: dict[str, Any] = response.json()
         return body
 
-    def predict(self, model_id: str, *images: tuple[str, bytes], several: bool = False,
-                **params: Any) -> httpx.Response:
+    def predict(
+        self, model_id: str, *images: tuple[str, bytes], several: bool = False, **params: Any
+    ) -> httpx.Response:
         field = "files" if several or len(images) > 1 else "file"
         return self.client.post(
             f"/v1/models/{model_id}/predict",

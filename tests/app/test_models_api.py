@@ -200,13 +200,17 @@ def test_model_over_the_size_limit_is_refused_while_streaming(api: Api, model_id
 
 def test_missing_parts_and_wrong_body(api: Api, model_id: str, tmp_path: Path) -> None:
     path = write_torchscript(tiny_net(), tmp_path / "m.pt")
-    no_card = api.client.post("/v1/models", headers=api.auth,
-                              files={"file": ("m.pt", path.read_bytes())})
+    no_card = api.client.post(
+        "/v1/models", headers=api.auth, files={"file": ("m.pt", path.read_bytes())}
+    )
     assert no_card.status_code == 422
     assert "'card'" in no_card.json()["error"]["message"]
-    typo = api.client.post("/v1/models", headers=api.auth,
-                           files={"model": ("m.pt", path.read_bytes())},
-                           data={"card": json.dumps(card_dict())})
+    typo = api.client.post(
+        "/v1/models",
+        headers=api.auth,
+        files={"model": ("m.pt", path.read_bytes())},
+        data={"card": json.dumps(card_dict())},
+    )
     assert typo.status_code == 422
     assert "unexpected form field 'model'" in typo.text
     as_json = api.client.post("/v1/models", headers=api.auth, json=card_dict())
@@ -224,9 +228,13 @@ def test_missing_parts_and_wrong_body(api: Api, model_id: str, tmp_path: Path) -
 
 def test_no_key_or_wrong_key(api: Api, model_id: str, client: TestClient) -> None:
     for headers in ({}, {"Authorization": "Bearer rdx_wrong"}):
-        for method, url in (("GET", "/v1/models"), ("GET", f"/v1/models/{model_id}"),
-                            ("POST", "/v1/models"), ("POST", f"/v1/models/{model_id}/predict"),
-                            ("DELETE", f"/v1/models/{model_id}")):
+        for method, url in (
+            ("GET", "/v1/models"),
+            ("GET", f"/v1/models/{model_id}"),
+            ("POST", "/v1/models"),
+            ("POST", f"/v1/models/{model_id}/predict"),
+            ("DELETE", f"/v1/models/{model_id}"),
+        ):
             response = client.request(method, url, headers=headers)
             assert response.status_code == 401, (method, url, response.text)
             assert response.json()["error"]["code"] == "unauthenticated"
@@ -234,8 +242,11 @@ def test_no_key_or_wrong_key(api: Api, model_id: str, client: TestClient) -> Non
 
 
 def test_unknown_model_id(api: Api, model_id: str) -> None:
-    for method, url in (("GET", "/v1/models/nope"), ("DELETE", "/v1/models/nope"),
-                        ("GET", "/v1/models/nope/download")):
+    for method, url in (
+        ("GET", "/v1/models/nope"),
+        ("DELETE", "/v1/models/nope"),
+        ("GET", "/v1/models/nope/download"),
+    ):
         response = api.client.request(method, url, headers=api.auth)
         assert response.status_code == 404
         assert response.json()["error"]["code"] == "not_found"
@@ -245,8 +256,11 @@ def test_unknown_model_id(api: Api, model_id: str) -> None:
 
 
 def test_another_tenants_model_is_not_found(api: Api, other_api: Api, model_id: str) -> None:
-    for method, url in (("GET", f"/v1/models/{model_id}"), ("DELETE", f"/v1/models/{model_id}"),
-                        ("GET", f"/v1/models/{model_id}/download")):
+    for method, url in (
+        ("GET", f"/v1/models/{model_id}"),
+        ("DELETE", f"/v1/models/{model_id}"),
+        ("GET", f"/v1/models/{model_id}/download"),
+    ):
         response = other_api.client.request(method, url, headers=other_api.auth)
         assert response.status_code == 404, (method, url)
     assert other_api.predict(model_id, ("a.png", png_bytes())).status_code == 404
@@ -273,13 +287,15 @@ def test_delete_removes_files_and_evicts(api: Api, model_id: str, tmp_path: Path
 
 def test_download_exports_reload_to_the_same_predictions(api: Api, tmp_path: Path) -> None:
     card = card_dict(architecture="small_cnn")
-    original = api.register(write_safetensors(architecture_state(), tmp_path / "w.safetensors"),
-                            card)
+    original = api.register(
+        write_safetensors(architecture_state(), tmp_path / "w.safetensors"), card
+    )
     image = ("x.png", png_bytes(3))
     expected = api.predict(original["id"], image).json()["predictions"]
     for fmt in ("safetensors", "torchscript"):
-        response = api.client.get(f"/v1/models/{original['id']}/download",
-                                  params={"format": fmt}, headers=api.auth)
+        response = api.client.get(
+            f"/v1/models/{original['id']}/download", params={"format": fmt}, headers=api.auth
+        )
         assert response.status_code == 200, response.text
         exported = tmp_path / f"export-{fmt}"
         exported.write_bytes(response.content)
@@ -292,12 +308,14 @@ def test_download_exports_reload_to_the_same_predictions(api: Api, tmp_path: Pat
 
 
 def test_safetensors_download_needs_an_architecture(api: Api, model_id: str) -> None:
-    response = api.client.get(f"/v1/models/{model_id}/download",
-                              params={"format": "safetensors"}, headers=api.auth)
+    response = api.client.get(
+        f"/v1/models/{model_id}/download", params={"format": "safetensors"}, headers=api.auth
+    )
     assert response.status_code == 409
     assert "architecture" in response.json()["error"]["message"]
-    bad = api.client.get(f"/v1/models/{model_id}/download", params={"format": "pickle"},
-                         headers=api.auth)
+    bad = api.client.get(
+        f"/v1/models/{model_id}/download", params={"format": "pickle"}, headers=api.auth
+    )
     assert bad.status_code == 422
     assert_serving(api, model_id)
 
@@ -307,8 +325,9 @@ def test_openapi_documents_the_multipart_bodies(client: TestClient) -> None:
     upload = doc["paths"]["/v1/models"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert upload["schema"]["required"] == ["file", "card"]
     predict = doc["paths"]["/v1/models/{model_id}/predict"]["post"]
-    assert set(predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]) \
-        == {"file", "files"}
+    assert set(
+        predict["requestBody"]["content"]["multipart/form-data"]["schema"]["properties"]
+    ) == {"file", "files"}
     assert {"413", "415", "401", "404", "422"} <= set(predict["responses"])
 
 
@@ -320,8 +339,10 @@ def test_registered_model_gives_the_direct_forward(api: Api, tmp_path: Path) -> 
     from models.imaging import decode_image, to_model_input
 
     data = png_bytes(11)
-    x = to_model_input(decode_image(data, max_bytes=1 << 20, max_pixels=1 << 20),
-                       ModelCard.model_validate(card_dict()))[None]
+    x = to_model_input(
+        decode_image(data, max_bytes=1 << 20, max_pixels=1 << 20),
+        ModelCard.model_validate(card_dict()),
+    )[None]
     with torch.no_grad():
         expected = torch.softmax(net((x - 0.5) / 0.25), dim=1)[0].tolist()
     got = [p["probability"] for p in api.predict(body["id"], ("x.png", data)).json()["predictions"]]

@@ -153,8 +153,12 @@ def test_several_files_keep_their_order_and_names(
     api: Api, softmax_model: tuple[str, TinyNet]
 ) -> None:
     model_id, net = softmax_model
-    images = [("a.png", png_bytes(10)), ("b.jpg", jpeg_bytes(11)), ("c.dcm", dicom_bytes(12)),
-              ("d.png", png_bytes(13, mode="L"))]
+    images = [
+        ("a.png", png_bytes(10)),
+        ("b.jpg", jpeg_bytes(11)),
+        ("c.dcm", dicom_bytes(12)),
+        ("d.png", png_bytes(13, mode="L")),
+    ]
     body = api.predict(model_id, *images).json()
     assert body["model_id"] == model_id
     assert [r["filename"] for r in body["results"]] == ["a.png", "b.jpg", "c.dcm", "d.png"]
@@ -167,8 +171,7 @@ def test_several_files_keep_their_order_and_names(
 
 def test_fixed_batch_export_serves_any_number_of_files(api: Api, tmp_path: Path) -> None:
     net = tiny_net(seed=4)
-    model = api.register(write_export(net, tmp_path / "f.pt2", batch=2, dynamic=False),
-                         card_dict())
+    model = api.register(write_export(net, tmp_path / "f.pt2", batch=2, dynamic=False), card_dict())
     assert model["info"]["fixed_batch"] == 2
     images = [(f"{i}.png", png_bytes(20 + i)) for i in range(3)]
     body = api.predict(model["id"], *images).json()
@@ -209,7 +212,10 @@ def test_a_bad_file_among_several_is_named(api: Api, softmax_model: tuple[str, T
     response = api.predict(model_id, ("a.png", png_bytes()), ("b.png", b"nope"))
     assert response.status_code == 415
     assert response.json()["error"]["details"] == {
-        **response.json()["error"]["details"], "filename": "b.png", "index": 1}
+        **response.json()["error"]["details"],
+        "filename": "b.png",
+        "index": 1,
+    }
     assert_serving(api, model_id)
 
 
@@ -221,12 +227,17 @@ def test_image_limits(api: Api, softmax_model: tuple[str, TinyNet]) -> None:
     many = api.predict(model_id, *[(f"{i}.png", png_bytes(i)) for i in range(MAX_FILES + 1)])
     assert many.status_code == 422
     assert f"at most {MAX_FILES}" in many.json()["error"]["message"]
-    both = api.client.post(f"/v1/models/{model_id}/predict", headers=api.auth,
-                           files=[("file", ("a.png", png_bytes())),
-                                  ("files", ("b.png", png_bytes()))])
+    both = api.client.post(
+        f"/v1/models/{model_id}/predict",
+        headers=api.auth,
+        files=[("file", ("a.png", png_bytes())), ("files", ("b.png", png_bytes()))],
+    )
     assert both.status_code == 422
-    none = api.client.post(f"/v1/models/{model_id}/predict", headers=api.auth,
-                           files=[("image", ("a.png", png_bytes()))])
+    none = api.client.post(
+        f"/v1/models/{model_id}/predict",
+        headers=api.auth,
+        files=[("image", ("a.png", png_bytes()))],
+    )
     assert none.status_code == 422
     assert "unexpected form field 'image'" in none.text
     assert_serving(api, model_id)
@@ -252,8 +263,9 @@ def _batch_histogram() -> tuple[float, float, float]:
 @pytest.fixture
 def patient_client(tmp_path: Path) -> Iterator[TestClient]:
     """A generous batch wait: on a shared 2-core machine threads start far apart."""
-    yield from open_client(make_settings(tmp_path / "data", batch_max_wait_ms=300.0,
-                                         batch_max_size=16))
+    yield from open_client(
+        make_settings(tmp_path / "data", batch_max_wait_ms=300.0, batch_max_size=16)
+    )
 
 
 def test_concurrent_requests_are_batched_and_each_gets_its_answer(
@@ -308,9 +320,9 @@ def test_service_batches_announced_requests_together() -> None:
         return lambda: [x]
 
     async def run() -> list[list[list[float]]]:
-        return await asyncio.gather(*[
-            service.predict("m", lambda: model, 1, prepare(x)) for x in xs
-        ])
+        return await asyncio.gather(
+            *[service.predict("m", lambda: model, 1, prepare(x)) for x in xs]
+        )
 
     try:
         answers = asyncio.run(run())
@@ -356,8 +368,15 @@ class _NoiseReader(TinyNet):
 
 def test_smoothing_certifies_a_constant_model(api: Api, tmp_path: Path) -> None:
     model = api.register(write_torchscript(_Constant().eval(), tmp_path / "c.pt"), card_dict())
-    body = api.predict(model["id"], ("x.png", png_bytes()), defense="smoothing", sigma=0.25,
-                       n=100, alpha=0.001, seed=0).json()
+    body = api.predict(
+        model["id"],
+        ("x.png", png_bytes()),
+        defense="smoothing",
+        sigma=0.25,
+        n=100,
+        alpha=0.001,
+        seed=0,
+    ).json()
     s = body["smoothing"]
     assert s["label"] == body["top_label"] == "malignant"
     assert not s["abstained"]
@@ -373,8 +392,9 @@ def test_smoothing_abstains_on_a_coin_toss(api: Api, tmp_path: Path) -> None:
     # On a flat grey image the pixel sits exactly at the mean: each noisy vote is a coin toss.
     buf = io.BytesIO()
     Image.new("RGB", (SIZE, SIZE), (128, 128, 128)).save(buf, format="PNG")
-    body = api.predict(model["id"], ("grey.png", buf.getvalue()), defense="smoothing",
-                       sigma=0.5, n=200, seed=1).json()
+    body = api.predict(
+        model["id"], ("grey.png", buf.getvalue()), defense="smoothing", sigma=0.5, n=200, seed=1
+    ).json()
     assert body["smoothing"]["abstained"] is True
     assert body["smoothing"]["radius"] is None
     assert body["top_label"] is None
@@ -387,8 +407,14 @@ def test_smoothing_multi_label_reports_findings(api: Api, tmp_path: Path) -> Non
     net = _Shifted([3.0, -3.0]).eval()
     card = card_dict(("effusion", "nodule"), task="multi-label")
     model = api.register(write_torchscript(net, tmp_path / "m.pt"), card)
-    body = api.predict(model["id"], ("x.png", png_bytes()), ("y.png", png_bytes(1)),
-                       defense="smoothing", n=50, seed=0).json()
+    body = api.predict(
+        model["id"],
+        ("x.png", png_bytes()),
+        ("y.png", png_bytes(1)),
+        defense="smoothing",
+        n=50,
+        seed=0,
+    ).json()
     for result in body["results"]:
         findings = {f["label"]: f for f in result["smoothing"]["findings"]}
         assert findings["effusion"]["positive"]
@@ -401,7 +427,8 @@ def test_smoothing_parameters_are_checked(api: Api, softmax_model: tuple[str, Ti
     model_id, _ = softmax_model
     cases: list[dict[str, Any]] = [{"sigma": 2}, {"n": 0}, {"alpha": 0.7}, {"defense": "dropout"}]
     for params in cases:
-        response = api.predict(model_id, ("x.png", png_bytes()),
-                               **{"defense": "smoothing", **params})
+        response = api.predict(
+            model_id, ("x.png", png_bytes()), **{"defense": "smoothing", **params}
+        )
         assert response.status_code == 422, params
     assert_serving(api, model_id)

@@ -101,8 +101,9 @@ def test_weights_for_an_architecture(tmp_path: Path, fmt: str) -> None:
     loaded = load_model(path, make_card(architecture="small_cnn"), device=CPU)
     for key, value in state.items():
         torch.testing.assert_close(loaded.model.net.state_dict()[key], value)
-    assert loaded.info["parameters"] == sum(v.numel() for k, v in state.items()
-                                            if "running" not in k and "num_batches" not in k)
+    assert loaded.info["parameters"] == sum(
+        v.numel() for k, v in state.items() if "running" not in k and "num_batches" not in k
+    )
     assert_gradients_flow(loaded.model, images(3))
 
 
