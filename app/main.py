@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from starlette.routing import Match
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.deps import get_settings
 from app.errors import install_error_handlers
 from app.metrics import HTTP_LATENCY, HTTP_REQUESTS
 from app.routes import (
@@ -24,7 +23,7 @@ from app.routes import (
     schemas,
     tenants,
 )
-from app.settings import Settings
+from app.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +36,35 @@ another tenant's ids answer 404. Errors are `{"error": {"code", "message", "deta
 """
 
 
-def _route_template(request: Request) -> str:
-    for route in request.app.router.routes:
-        match, _ = route.matches(request.scope)
-        if match == Match.FULL:
-            return str(getattr(route, "path", request.url.path))
-    return "unmatched"
+class MetricsMiddleware:
+    """Request counts and latency by route template (a plain ASGI middleware: no extra
+    task or body copy per request, unlike ``@app.middleware("http")``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            template = str(getattr(route, "path", "unmatched")) if route else "unmatched"
+            method = scope.get("method", "")
+            HTTP_REQUESTS.labels(route=template, method=method, status=str(status[0])).inc()
+            HTTP_LATENCY.labels(route=template, method=method).observe(
+                time.perf_counter() - start
+            )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -65,25 +87,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.dependency_overrides[get_settings] = lambda: settings
+    app.state.settings = settings
     install_error_handlers(app)
-
-    @app.middleware("http")
-    async def record_metrics(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        start = time.perf_counter()
-        route = _route_template(request)
-        status = 500
-        try:
-            response = await call_next(request)
-            status = response.status_code
-            return response
-        finally:
-            HTTP_REQUESTS.labels(route=route, method=request.method, status=str(status)).inc()
-            HTTP_LATENCY.labels(route=route, method=request.method).observe(
-                time.perf_counter() - start
-            )
+    app.add_middleware(MetricsMiddleware)
 
     app.include_router(health.router)
     app.include_router(tenants.router)
