@@ -7,6 +7,7 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from app.client import ApiError, Client, default_key
 
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"audit {job['id']} submitted; waiting")
 
-        def show(status: dict[str, object]) -> None:
+        def show(status: dict[str, Any]) -> None:
             print(f"  {status['stage']:<12} {float(status['progress']) * 100:5.1f}%", flush=True)
 
         final = client.wait(job["id"], show, poll=3.0)

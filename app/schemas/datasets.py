@@ -26,7 +26,7 @@ class DatasetPublic(BaseModel):
     def from_row(cls, row: DatasetRow) -> DatasetPublic:
         info = row.info
         return cls(
-            id=row.id, name=row.name, format=row.format,  # type: ignore[arg-type]
+            id=row.id, name=row.name, format=row.format,
             sha256=row.sha256, count=int(info.get("count", 0)), task=str(info.get("task", "")),
             labels=list(info.get("label_names", info.get("labels", []))),
             label_counts=dict(info.get("label_counts", {})), info=info,

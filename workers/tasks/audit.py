@@ -175,7 +175,7 @@ def shard(job_id: str, index: int) -> None:
                                 on_adversarial=writer, timings=timings)
             timings["shard_total"] = time.perf_counter() - t0
             buf = io.BytesIO()
-            np.savez(buf, **arrays)
+            np.savez(buf, **arrays)  # type: ignore[arg-type]
             write_atomic(_shard_path(rt, job_id, index), buf.getvalue())
             _save_timings(rt, job_id, f"shard-{index:05d}", timings)
         if lease.complete():
