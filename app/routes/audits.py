@@ -21,7 +21,9 @@ from app.services.audits import (
 from app.services.jobs import get_job, list_jobs, request_cancel
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=ERRORS)
-NOT_READY: dict[int | str, dict[str, Any]] = {409: {"model": ErrorResponse, "description": "The audit has not succeeded (yet)"}}
+NOT_READY: dict[int | str, dict[str, Any]] = {
+    409: {"model": ErrorResponse, "description": "The audit has not succeeded (yet)"}
+}
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobStatus,

@@ -138,7 +138,8 @@ def test_job_context_records_failure_and_cancel(db: Database) -> None:
     with db.session() as s:
         f = s.get(JobRow, failing)
         c = s.get(JobRow, cancelling)
-        assert f is not None and c is not None
+        assert f is not None
+        assert c is not None
         assert (f.status, f.error) == ("failed", "ValueError: weights are broken")
         assert f.heartbeat_at is not None
         assert c.status == "cancelled"
