@@ -125,7 +125,7 @@ def start_service(
         "ROBUSTDX_BATCH_MAX_SIZE": "32",
         "OMP_NUM_THREADS": str(threads),
         "MKL_NUM_THREADS": str(threads),
-        "PYTHONPATH": str(ROOT),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
     }
     if max_wait_ms is not None:
         env["ROBUSTDX_BATCH_MAX_WAIT_MS"] = str(max_wait_ms)

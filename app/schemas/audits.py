@@ -9,7 +9,8 @@ from typing import Any, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 ATTACK_NAMES = (
-    "apgd", "autoattack", "bim", "cw_l2", "deepfool", "fgsm", "gap", "pgd", "square", "uap",
+    "apgd", "autoattack", "bim", "cw_l2", "deepfool", "fgsm", "gap", "min_eps", "pgd", "square",
+    "uap",
 )
 ANALYSIS_NAMES = (
     "clinical", "discriminability", "features", "gradcam", "label_correlation",
