@@ -66,17 +66,13 @@ def loss(
     if head == Head.SOFTMAX:
         return F.cross_entropy(logits, labels.long(), reduction=reduction)
     if head == Head.BINARY_LOGIT:
-        per = F.binary_cross_entropy_with_logits(
-            logits[:, 0], labels.to(logits.dtype), reduction="none"
-        )
+        per = _bce(logits[:, 0], labels.to(logits.dtype))
     else:
         target = labels.to(logits.dtype)
         if finding is not None:
-            per = F.binary_cross_entropy_with_logits(
-                logits[:, finding], target[:, finding], reduction="none"
-            )
+            per = _bce(logits[:, finding], target[:, finding])
         else:
-            per = F.binary_cross_entropy_with_logits(logits, target, reduction="none").mean(1)
+            per = _bce(logits, target).mean(1)
     if reduction == "none":
         return per
     if reduction == "sum":
@@ -84,8 +80,20 @@ def loss(
     return per.mean()
 
 
-def correct(outputs: torch.Tensor, labels: torch.Tensor, head: Head,
-            thresholds: torch.Tensor | None = None) -> torch.Tensor:
+def _bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy as ``y softplus(-z) + (1 - y) softplus(z)``.
+
+    Equal to ``binary_cross_entropy_with_logits``, but its gradient stays non-zero on
+    confident logits: that one computes ``sigmoid(z) - y``, which is exactly 0 in float32
+    once ``|z|`` passes about 17, so attacks (and adversarial training) would not move a
+    confidently classified image at all.
+    """
+    return target * F.softplus(-logits) + (1.0 - target) * F.softplus(logits)
+
+
+def correct(
+    outputs: torch.Tensor, labels: torch.Tensor, head: Head, thresholds: torch.Tensor | None = None
+) -> torch.Tensor:
     """Boolean ``[N]``: right class (single-label) or every finding right (multi-label)."""
     pred = predict(outputs, head, thresholds)
     if head == Head.SIGMOID:
