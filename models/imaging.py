@@ -39,6 +39,7 @@ from models.card import DicomWindow, ModelCard, ResizePolicy
 from models.errors import ImageTooLargeError, InvalidImageError
 
 if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
     from pydicom.dataset import Dataset
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 JPEG_MAGIC = b"\xff\xd8\xff"
 DICOM_MAGIC_OFFSET = 128
 DICOM_MAGIC = b"DICM"
+
+SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 
 # ITU-R BT.601 luma, the weights Pillow's "L" conversion uses.
 _LUMA = (0.299, 0.587, 0.114)
@@ -210,16 +213,12 @@ def _decode_raster(
     )
 
 
-def _pil_to_float(img: object, bit_depth: int) -> np.ndarray:
-    from PIL import Image
-
-    assert isinstance(img, Image.Image)
+def _pil_to_float(img: PILImage, bit_depth: int) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         # Pillow keeps 16-bit greyscale PNGs as integers; 8-bit and smaller arrive as "L".
         arr = np.asarray(img).astype(np.float32)
-        scale = float(2 ** max(bit_depth, 8) - 1) if bit_depth > 8 else 255.0
-        return np.clip(arr / scale, 0.0, 1.0)[..., None]
+        return np.clip(arr / float(2 ** max(bit_depth, 8) - 1), 0.0, 1.0)[..., None]
     if mode == "F":
         return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)[..., None]
     if mode in ("1", "L", "LA", "La"):
@@ -619,8 +618,9 @@ def write_dicom_like(
     instance = generate_uid()
     ds.SOPInstanceUID = instance
     ds.file_meta.MediaStorageSOPInstanceUID = instance
-    if "SOPClassUID" in ds:
-        ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    if "SOPClassUID" not in ds:
+        ds.SOPClassUID = SECONDARY_CAPTURE
+    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
     ds.SeriesInstanceUID = generate_uid()
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds.ImageType = ["DERIVED", "SECONDARY"]

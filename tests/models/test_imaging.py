@@ -428,3 +428,14 @@ def test_write_dicom_like_min_max_range_and_rgb() -> None:
     back = _decode(write_dicom_like(img.dicom.header, rgb))
     assert back.mode == "RGB"
     np.testing.assert_array_equal(to_uint8(back.pixels), rgb)
+
+
+def test_write_dicom_like_from_a_bare_header() -> None:
+    header = Dataset()
+    header.PatientName = "Nobody"
+    pixels = np.arange(64, dtype=np.uint8).reshape(8, 8)
+    back = _decode(write_dicom_like(header, pixels, series_description="adv"))
+    assert back.dicom is not None
+    assert back.dicom.header.SOPClassUID == "1.2.840.10008.5.1.4.1.1.7"  # secondary capture
+    assert back.dicom.header.SeriesDescription == "adv"
+    np.testing.assert_array_equal(to_uint8(back.pixels)[..., 0], pixels)
