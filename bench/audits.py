@@ -86,9 +86,9 @@ def run(workers: int, args: argparse.Namespace, broker: Broker, folder: Path) ->
     timings = report["provenance"]["timings"]
     attack = sum(v for k, v in timings.items() if k.startswith("attack:"))
     analysis = sum(v for k, v in timings.items() if k.startswith("analysis:"))
-    shards = timings.get("shard_total", 0.0)
     return {"workers": workers, "wall": wall, "attack": attack, "analysis": analysis,
-            "shards": shards}
+            "shards": timings.get("shard_total", 0.0), "planning": timings.get("planning", 0.0),
+            "finalizing": timings.get("finalizing", 0.0)}
 
 
 def main() -> None:
@@ -127,6 +127,12 @@ def main() -> None:
         print(f"| {r['workers']} | {r['wall']:.1f} | {r['attack']:.1f} | {r['analysis']:.1f} | "
               f"{orchestration:.1f} | {orchestration / r['wall']:.1%} |")
     print(f"\nspeed-up of 2 workers over 1: {one['wall'] / two['wall']:.2f}x")
+    print("\nwhere the time goes (seconds, summed over shards):\n")
+    print("| workers | planning | engine in shards | finalizing (report, figures, zip) |")
+    print("|---:|---:|---:|---:|")
+    for r in (one, two):
+        print(f"| {r['workers']} | {r['planning']:.1f} | {r['shards']:.1f} | "
+              f"{r['finalizing']:.1f} |")
 
 
 if __name__ == "__main__":

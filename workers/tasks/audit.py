@@ -204,10 +204,10 @@ class _AdversarialWriter:
         folder = self.root / key.replace("/", "_")
         pixels = images.detach().float().clamp(0, 1).cpu().numpy()
         for i, index in enumerate(indices):
-            write_atomic(folder / f"{int(index):06d}.png", to_png(pixels[i]))
+            write_atomic(folder / f"{int(index):06d}.png", to_png(pixels[i]), fsync=False)
             dicom = self._dicom(int(index), pixels[i], key)
             if dicom is not None:
-                write_atomic(folder / f"{int(index):06d}.dcm", dicom)
+                write_atomic(folder / f"{int(index):06d}.dcm", dicom, fsync=False)
 
     def _dicom(self, index: int, pixels: np.ndarray, key: str) -> bytes | None:
         from models.imaging import write_dicom_like
