@@ -125,7 +125,14 @@ def train(job_id: str) -> None:
                 "best_epoch": result.best_epoch,
             }
             name = f"{card.name} ({req['method']})"
-            new_card = new_card.model_copy(update={"name": name[:200], "sha256": None})
+            update: dict[str, Any] = {"name": name[:200], "sha256": None}
+            if card.task == "multi-label":
+                from workers.defenses.calibration import recalibrated_thresholds
+
+                update["thresholds"] = recalibrated_thresholds(
+                    hardened, train_x[val_idx], train_y[val_idx])
+                lineage["thresholds"] = "Youden's J on the defense's validation split"
+            new_card = new_card.model_copy(update=update)
             with rt.db.session() as session:
                 new_row = register_model_file(session, rt.storage, job.tenant_id, path,
                                               new_card, lineage=lineage, device=rt.device)

@@ -1,0 +1,20 @@
+import numpy as np
+
+from workers.defenses.calibration import youden_thresholds
+
+
+def test_youden_separates_shifted_scores() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(400, 2))
+    # Finding 0 is separable around 0.9 (a badly calibrated model); finding 1 around 0.2.
+    probs = np.stack([0.85 + 0.1 * labels[:, 0] + rng.uniform(0, 0.04, 400),
+                      0.1 + 0.2 * labels[:, 1] + rng.uniform(0, 0.05, 400)], axis=1)
+    t0, t1 = youden_thresholds(probs, labels)
+    assert 0.89 < t0 <= 0.96
+    assert 0.15 < t1 <= 0.30
+    assert ((probs[:, 0] >= t0) == (labels[:, 0] == 1)).all()
+
+
+def test_constant_finding_keeps_half() -> None:
+    labels = np.zeros((10, 1))
+    assert youden_thresholds(np.random.default_rng(0).uniform(size=(10, 1)), labels) == [0.5]
