@@ -9,7 +9,8 @@ rotation, inspiration, exposure (contrast, brightness, gamma), blur and quantum 
 Findings (ChestX-ray14 names) and how each is drawn:
 
 - ``Cardiomegaly``: cardiothoracic ratio (heart width / inner thoracic width) drawn from
-  N(0.57, 0.04) clipped to [0.50, 0.68] instead of N(0.43, 0.035) clipped to [0.34, 0.50].
+  N(0.555, 0.045) clipped to [0.47, 0.68] instead of N(0.45, 0.045) clipped to [0.34, 0.56]:
+  mostly above one half, with borderline cases on both sides as in real reading.
 - ``Effusion``: fluid density filling the base of one or both hemithoraces up to a
   meniscus that climbs the lateral wall, blunting the costophrenic angle.
 - ``Nodule``: one (sometimes two) small round soft opacities in a lung field.
@@ -134,9 +135,9 @@ def _render_chunk(
     gx, gy = grid(size)
 
     # Patient pose: size, shift and a small rotation, applied to the anatomical frame.
-    scale = col(rng.uniform(0.84, 1.0, n))
-    dx, dy = col(rng.normal(0, 0.035, n)), col(rng.normal(0.02, 0.03, n))
-    theta = rng.normal(0, 0.04, n)
+    scale = col(rng.uniform(0.74, 1.0, n))
+    dx, dy = col(rng.normal(0, 0.06, n)), col(rng.normal(0.02, 0.05, n))
+    theta = rng.normal(0, 0.05, n)
     ct, st = col(np.cos(theta)), col(np.sin(theta))
     x = ((gx - dx) * ct + (gy - dy) * st) / scale
     y = (-(gx - dx) * st + (gy - dy) * ct) / scale
@@ -162,13 +163,13 @@ def _render_chunk(
     # Heart: width set by the cardiothoracic ratio (inner thoracic width ~ 2 x 0.71).
     ctr = np.where(
         labels[:, CARDIOMEGALY] == 1,
-        np.clip(rng.normal(0.57, 0.04, n), 0.50, 0.68),
-        np.clip(rng.normal(0.43, 0.035, n), 0.34, 0.50),
+        np.clip(rng.normal(0.555, 0.045, n), 0.47, 0.68),
+        np.clip(rng.normal(0.45, 0.045, n), 0.34, 0.56),
     )
     hw = col(ctr * 0.71)
     hh = F32(0.22) + F32(0.35) * (hw - F32(0.30))
-    hx = F32(0.11) + F32(0.6) * (hw - F32(0.30))
-    hy = F32(0.42) + inspiration - hh * 0.9
+    hx = F32(0.11) + F32(0.6) * (hw - F32(0.30)) + col(rng.normal(0, 0.03, n))
+    hy = F32(0.42) + inspiration - hh * 0.9 + col(rng.normal(0, 0.02, n))
     heart_sd = np.sqrt(((x - hx) / hw) ** 2 + ((y - hy) / hh) ** 2) - 1.0
     heart = soft_inside(heart_sd * np.minimum(hw, hh), size, 0.015)
 
@@ -202,14 +203,17 @@ def _render_chunk(
     # Vascular markings: branching-looking texture, dense at the hila, fading outwards.
     markings = smooth_noise(rng, n, size, 0.035)
     hilum_dist = np.minimum(np.hypot(x + 0.2, y + 0.02), np.hypot(x - 0.2, y + 0.02))
-    markings = np.clip(markings, 0, None) * np.clip(1.1 - hilum_dist / 0.55, 0.15, 1.0)
+    # Zero-mean (E[max(z, 0)] = 0.399): where markings vanish the texture goes, not the mean.
+    markings = (np.clip(markings, 0, None) - F32(0.399)) * np.clip(
+        1.1 - hilum_dist / 0.55, 0.15, 1.0
+    )
 
     lung = np.maximum(lung_r, lung_l) * (1.0 - heart) * (1.0 - mediastinum)
     mask = np.zeros((n, size, size), F32)
 
     # -- Pneumothorax: lung collapsed toward its hilum; no markings beyond the pleural line.
     ptx_side = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    depth = col(rng.uniform(0.16, 0.32, n))
+    depth = col(rng.uniform(0.12, 0.30, n))
     hilum_x = col(ptx_side * 0.22)
     hilum_y = F32(0.0)
     cx_side = col(ptx_side * 0.40)
@@ -222,7 +226,7 @@ def _render_chunk(
     lung_side = np.where(col(ptx_side) < 0, lung_r, lung_l)
     collapsed = soft_inside(collapsed_sd, size, 0.005)
     ptx_space = has[PNEUMOTHORAX] * lung_side * (1.0 - collapsed) * (1.0 - heart)
-    pleural_line = has[PNEUMOTHORAX] * lung_side * soft_inside(np.abs(collapsed_sd) - 0.018, size)
+    pleural_line = has[PNEUMOTHORAX] * lung_side * soft_inside(np.abs(collapsed_sd) - 0.022, size)
     markings = markings * (1.0 - ptx_space)
     np.maximum(mask, (ptx_space > 0.5).astype(F32), out=mask)
 
@@ -231,7 +235,7 @@ def _render_chunk(
         0.06
         + 0.52 * body
         - 0.34 * lung
-        + 0.10 * lung * markings
+        + 0.07 * lung * markings
         + 0.07 * heart
         + 0.05 * mediastinum * (1 - heart)
         + 0.10 * knob
@@ -239,9 +243,9 @@ def _render_chunk(
         + 0.10 * spine * body
         + 0.09 * ribs * cage * body
         + 0.18 * clavicles * body
-        - 0.09 * ptx_space
-        + 0.05 * has[PNEUMOTHORAX] * collapsed * lung_side
-        + 0.14 * pleural_line
+        - 0.025 * ptx_space
+        + 0.015 * has[PNEUMOTHORAX] * collapsed * lung_side
+        + 0.17 * pleural_line
     )
     np.maximum(mask, has[CARDIOMEGALY] * (heart > 0.5), out=mask)
 
@@ -263,13 +267,14 @@ def _render_chunk(
     nod_side = np.where(rng.random((n, k)) < 0.5, -1.0, 1.0)
     nod_x = nod_side * rng.uniform(0.18, 0.62, (n, k))
     nod_y = rng.uniform(-0.60, 0.22, (n, k))
-    nod_r = rng.uniform(0.055, 0.09, (n, k))
-    nod_i = rng.uniform(0.16, 0.28, (n, k))
+    nod_r = rng.uniform(0.075, 0.115, (n, k))
+    nod_i = rng.uniform(0.20, 0.32, (n, k))
     nod_on = np.stack([labels[:, NODULE] == 1, (labels[:, NODULE] == 1) & (rng.random(n) < 0.2)], 1)
     for j in range(k):
         d2 = (x - col(nod_x[:, j])) ** 2 + (y - col(nod_y[:, j])) ** 2
         r = col(nod_r[:, j])
-        spot = np.exp(-d2 / (F32(0.6) * r * r)) * col(nod_on[:, j])
+        # A round opacity with a soft edge: flat-topped, unlike the vessel markings.
+        spot = np.exp(-((d2 / (r * r)) ** 2)) * col(nod_on[:, j])
         density = density + col(nod_i[:, j]) * spot
         np.maximum(mask, (d2 < r * r) * col(nod_on[:, j]), out=mask)
 
@@ -282,7 +287,7 @@ def _render_chunk(
     d2 = ((x - con_x) ** 2 + (y - con_y) ** 2) / (con_r * con_r)
     alpha = np.clip(0.6 * patch + 1.3 - 1.8 * d2, 0.0, 1.0)
     alpha = has[CONSOLIDATION] * alpha * np.where(col(con_side) < 0, lung_r, lung_l)
-    density = density + col(rng.uniform(0.18, 0.30, n)) * alpha
+    density = density + col(rng.uniform(0.13, 0.26, n)) * alpha
     np.maximum(mask, (alpha > 0.35).astype(F32), out=mask)
 
     # Exposure and detector: contrast, brightness, gamma, blur-free quantum noise.
