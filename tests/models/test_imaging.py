@@ -315,6 +315,7 @@ def test_dicom_pixel_limit_from_the_header() -> None:
         _decode(_dicom_bytes(ds), max_pixels=15)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom complains about the garbage
 def test_dicom_garbage_after_preamble_is_refused() -> None:
     data = b"\x00" * 128 + b"DICM" + b"\x02\x00\x10\x00garbage" * 3
     with pytest.raises(InvalidImageError):
