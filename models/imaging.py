@@ -362,7 +362,9 @@ def _file_voi(modality: np.ndarray, ds: Dataset) -> tuple[np.ndarray, DicomWindo
         entries = entries or 65536  # PS3.3 C.11.2.1.1: 0 means 2^16 entries
         # The VOI LUT's input is the modality LUT's output (PS3.3 C.11.2); its output range
         # is 0 .. 2^bits - 1 whatever values the table happens to use.
-        out = np.asarray(apply_voi_lut(modality, ds, prefer_lut=True), dtype=np.float64)
+        # A LUT is indexed by integers: round the modality values to their entries.
+        lut_input = np.rint(modality).astype(np.int32)
+        out = np.asarray(apply_voi_lut(lut_input, ds, prefer_lut=True), dtype=np.float64)
         display = out / float(2**bits - 1)
         used = DicomWindowUsed(
             "file-voi-lut", first_mapped, first_mapped + entries - 1, function="LUT"
