@@ -26,10 +26,11 @@ def serve(
     host: str = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
 ) -> None:
-    """Run the API only (uvicorn)."""
+    """Run the API only (uvicorn; ROBUSTDX_API_WORKERS processes)."""
     import uvicorn
 
-    uvicorn.run("app.main:create_app", factory=True, host=host, port=port)
+    uvicorn.run("app.main:create_app", factory=True, host=host, port=port,
+                workers=_settings().api_workers)
 
 
 @cli.command()

@@ -38,6 +38,10 @@ class Settings(BaseSettings):
     max_files_per_request: int = 64
 
     # In-process inference.
+    api_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="API processes (uvicorn workers); each holds its models and batcher.",
+    )
     batch_max_size: int = Field(default=32, ge=1, le=4096)
     batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     model_cache_size: int = Field(default=4, ge=1, le=256)

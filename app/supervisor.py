@@ -58,10 +58,11 @@ def worker_argv(settings: Settings, name: str = "worker1") -> list[str]:
     ]
 
 
-def api_argv(host: str, port: int) -> list[str]:
+def api_argv(host: str, port: int, workers: int = 1) -> list[str]:
     return [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
         "--host", host, "--port", str(port), "--log-level", "info",
+        "--workers", str(workers),
     ]
 
 
@@ -76,7 +77,7 @@ def run(settings: Settings, host: str, port: int, workers: int = 1) -> int:
         write_atomic(settings.data_dir / "broker-url", broker.url.encode())
     key = dev_api_key(settings) if settings.environment == "development" else None
 
-    children = [Child("api", api_argv(host, port), env)]
+    children = [Child("api", api_argv(host, port, settings.api_workers), env)]
     children += [Child(f"worker{i + 1}", worker_argv(settings, f"worker{i + 1}"), env)
                  for i in range(workers)]
     stopping = False

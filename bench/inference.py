@@ -112,7 +112,12 @@ def write_model(folder: Path) -> Path:
 
 
 def start_service(
-    data_dir: Path, port: int, device: str, threads: int, max_wait_ms: float | None
+    data_dir: Path,
+    port: int,
+    device: str,
+    threads: int,
+    max_wait_ms: float | None,
+    api_workers: int = 1,
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -142,6 +147,8 @@ def start_service(
         "--log-level",
         "warning",
         "--no-access-log",
+        "--workers",
+        str(api_workers),
     ]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     deadline = time.monotonic() + 120
@@ -266,6 +273,12 @@ def main() -> None:
         default=None,
         help="the service's batch_max_wait_ms (default: its setting)",
     )
+    parser.add_argument(
+        "--api-workers",
+        type=int,
+        default=1,
+        help="uvicorn worker processes, each with its own model copy and micro-batcher",
+    )
     args = parser.parse_args()
     device = resolve_device(args.device)
     torch.set_num_threads(args.threads)
@@ -275,7 +288,9 @@ def main() -> None:
         model_path = write_model(folder)
         images = make_images(64)
         port = free_port()
-        proc = start_service(folder / "data", port, str(device), args.threads, args.max_wait_ms)
+        proc = start_service(
+            folder / "data", port, str(device), args.threads, args.max_wait_ms, args.api_workers
+        )
         try:
             base = f"http://127.0.0.1:{port}"
             key, model_id = register(base, model_path)
@@ -312,7 +327,8 @@ def main() -> None:
     wait = "default" if args.max_wait_ms is None else f"{args.max_wait_ms:g} ms"
     print(
         f"\nMachine: {machine(device)}; torch threads {args.threads}; "
-        f"{args.requests} requests per HTTP run; batch_max_wait_ms {wait}\n"
+        f"{args.requests} requests per HTTP run; batch_max_wait_ms {wait}; "
+        f"{args.api_workers} API process(es)\n"
     )
     print("| run | images | throughput (img/s) | p50 latency (ms) | p99 latency (ms) |")
     print("|---|---:|---:|---:|---:|")
