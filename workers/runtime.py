@@ -7,10 +7,11 @@ from functools import lru_cache
 
 import torch
 
-from app.db import Database, get_database
+from app.db import Database, ModelRow, get_database
 from app.settings import Settings, get_settings
 from app.storage import Storage
 from models.device import resolve_device
+from models.errors import NotFoundError
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,13 @@ def runtime() -> Runtime:
         storage=Storage(settings.data_dir),
         device=resolve_device(settings.device),
     )
+
+
+def model_row(rt: Runtime, model_id: str) -> ModelRow:
+    """The registered model a job names, detached from its session."""
+    with rt.db.session() as session:
+        row = session.get(ModelRow, model_id)
+        if row is None:
+            raise NotFoundError(f"model {model_id} no longer exists")
+        session.expunge(row)
+        return row

@@ -24,12 +24,11 @@ from app.db import JobRow, ModelRow, ShardRow
 from app.queue import send_task
 from app.storage import write_atomic
 from models.card import ModelCard
-from models.errors import NotFoundError
 from models.wrapper import DiagnosticModel
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 from workers.celery_app import app
 from workers.jobs import JobContext, ShardLease
-from workers.runtime import Runtime, runtime
+from workers.runtime import Runtime, model_row, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -53,11 +52,7 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     from models.datasets import check_labels, load_dataset
 
     req = job.request
-    with rt.db.session() as session:
-        row = session.get(ModelRow, req["model_id"])
-        if row is None:
-            raise NotFoundError(f"model {req['model_id']} no longer exists")
-        session.expunge(row)
+    row = model_row(rt, req["model_id"])
     model: DiagnosticModel = load_registered_model(rt.storage, row, rt.device)
     dataset = load_dataset(rt.storage.dataset_dir(req["dataset_id"]))
     check_labels(dataset.manifest.info, ModelCard.model_validate(row.card))
@@ -291,8 +286,8 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
 
     req = job.request
     with rt.db.session() as session:
-        model_row = session.get(ModelRow, req["model_id"])
-        model_name = model_row.name if model_row else req["model_id"]
+        registered = session.get(ModelRow, req["model_id"])
+        model_name = registered.name if registered else req["model_id"]
     timings = _timings(rt, job.id)
     timings["finalizing"] = round(time.perf_counter() - started, 4)
     wall = (datetime.now(UTC) - _aware(job.started_at or job.created_at)).total_seconds()

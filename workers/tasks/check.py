@@ -7,11 +7,9 @@ import time
 
 import torch
 
-from app.db import ModelRow
-from models.errors import NotFoundError
 from workers.celery_app import app
 from workers.jobs import JobContext
-from workers.runtime import runtime
+from workers.runtime import model_row, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +23,7 @@ def check_model(job_id: str) -> None:
     with ctx:
         ctx.start("loading")
         job = ctx.load()
-        with rt.db.session() as session:
-            row = session.get(ModelRow, job.request["model_id"])
-            if row is None:
-                raise NotFoundError(f"model {job.request['model_id']} no longer exists")
-            session.expunge(row)
+        row = model_row(rt, job.request["model_id"])
         from app.services.models import load_registered_model
 
         t0 = time.perf_counter()

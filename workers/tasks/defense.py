@@ -14,14 +14,12 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from app.db import ModelRow
 from app.storage import write_atomic
 from models.card import ModelCard
-from models.errors import NotFoundError
 from models.wrapper import DiagnosticModel
 from workers.celery_app import app
 from workers.jobs import JobContext
-from workers.runtime import Runtime, runtime
+from workers.runtime import Runtime, model_row, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -71,11 +69,7 @@ def train(job_id: str) -> None:
         from app.services.models import load_registered_model, register_model_file
         from workers.defenses import train_defense
 
-        with rt.db.session() as session:
-            row = session.get(ModelRow, req["model_id"])
-            if row is None:
-                raise NotFoundError(f"model {req['model_id']} no longer exists")
-            session.expunge(row)
+        row = model_row(rt, req["model_id"])
         original = load_registered_model(rt.storage, row, rt.device)
         card = original.card
         _, train_x, train_y = _dataset(rt, req["train_dataset_id"], card)
