@@ -36,11 +36,11 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
 from models.errors import InvalidParametersError
@@ -65,6 +65,7 @@ from workers.analyses.layers import (
     validate_layers,
 )
 from workers.analyses.plotting import PALETTE, new_grid, render_png
+from workers.params import in_range
 
 PROJECTION_SEED = 20210301
 TSNE_MAX_POINTS = 2000
@@ -89,30 +90,10 @@ class DiscriminabilityParams(BaseModel):
 
     layer: str | None = None
     method: Method = "auto"
-    max_points: int = 1000
-    projection_dim: int = 128
-    probe_test_fraction: float = 0.3
+    max_points: Annotated[int, in_range(20, 20000)] = 1000
+    projection_dim: Annotated[int, in_range(2, 1024)] = 128
+    probe_test_fraction: Annotated[float, in_range(0.05, 0.95)] = 0.3
 
-    @field_validator("max_points")
-    @classmethod
-    def _max_points(cls, v: int) -> int:
-        if not 20 <= v <= 20_000:
-            raise ValueError("max_points must be in [20, 20000]")
-        return v
-
-    @field_validator("projection_dim")
-    @classmethod
-    def _projection_dim(cls, v: int) -> int:
-        if not 2 <= v <= 1024:
-            raise ValueError("projection_dim must be in [2, 1024]")
-        return v
-
-    @field_validator("probe_test_fraction")
-    @classmethod
-    def _test_fraction(cls, v: float) -> float:
-        if not 0.05 <= v <= 0.95:
-            raise ValueError("probe_test_fraction must be in [0.05, 0.95]")
-        return v
 
 
 # --------------------------------------------------------------------------- collect

@@ -47,7 +47,7 @@ import json
 import math
 import weakref
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -80,6 +80,7 @@ from workers.analyses.layers import (
     validate_layers,
 )
 from workers.analyses.plotting import new_grid, render_png
+from workers.params import in_range
 
 Target = Literal["predicted", "clean-prediction", "label"]
 THUMBNAIL = 128
@@ -103,30 +104,9 @@ class GradCAMParams(BaseModel):
     layer: str | None = None
     target: Target = "predicted"
     findings: tuple[str, ...] | None = None
-    top_fraction: float = 0.2
-    samples_per_batch: int = 1
-    gallery_size: int = 6
-
-    @field_validator("top_fraction")
-    @classmethod
-    def _fraction(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError("top_fraction must be in (0, 1)")
-        return v
-
-    @field_validator("samples_per_batch")
-    @classmethod
-    def _samples(cls, v: int) -> int:
-        if not 0 <= v <= 2:
-            raise ValueError("samples_per_batch must be in [0, 2]")
-        return v
-
-    @field_validator("gallery_size")
-    @classmethod
-    def _gallery(cls, v: int) -> int:
-        if not 0 <= v <= 24:
-            raise ValueError("gallery_size must be in [0, 24]")
-        return v
+    top_fraction: Annotated[float, in_range(0, 1, lo_open=True, hi_open=True)] = 0.2
+    samples_per_batch: Annotated[int, in_range(0, 2)] = 1
+    gallery_size: Annotated[int, in_range(0, 24)] = 6
 
     @field_validator("findings")
     @classmethod

@@ -18,46 +18,22 @@ shares (epochs, learning rate and schedule, optimizer, batch size, weight decay,
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, ValidationInfo
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
+from workers.params import in_range
 
 #: Budget used to select the model of the ``clean`` baseline's epochs when none is given.
 DEFAULT_EVAL_EPS = 4 / 255
 
 LossFn = Callable[[torch.Tensor], torch.Tensor]
-
-
-def _fmt(value: float) -> str:
-    return f"{value:g}"
-
-
-def in_range(
-    lo: float, hi: float, *, lo_open: bool = False, hi_open: bool = False
-) -> AfterValidator:
-    """A validator that rejects values outside ``lo..hi`` with the message
-    ``"<field> must be in (lo, hi]"`` (brackets show which ends are open)."""
-
-    def check(value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return value
-        ok_lo = value > lo if lo_open else value >= lo
-        ok_hi = value < hi if hi_open else value <= hi
-        if not (ok_lo and ok_hi and not (isinstance(value, float) and math.isnan(value))):
-            left = "(" if lo_open else "["
-            right = ")" if hi_open else "]"
-            raise ValueError(f"{info.field_name} must be in {left}{_fmt(lo)}, {_fmt(hi)}{right}")
-        return value
-
-    return AfterValidator(check)
 
 
 Eps = Annotated[float, in_range(0.0, 1.0, lo_open=True)]
