@@ -5,7 +5,8 @@ from fastapi import APIRouter, Response, status
 from app.deps import DatabaseDep, SessionDep, SettingsDep, TenantDep
 from app.schemas.common import ERRORS
 from app.schemas.jobs import JobStatus
-from app.services.submit import model_or_404, submit_job
+from app.services.models import get_model
+from app.services.submit import submit_job
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
@@ -20,7 +21,7 @@ def check_model(
     model_id: str, response: Response, session: SessionDep, db: DatabaseDep,
     settings: SettingsDep, tenant: TenantDep,
 ) -> JobStatus:
-    model_or_404(session, tenant.id, model_id)
+    get_model(session, tenant.id, model_id)
     job = submit_job(session, db, settings, tenant.id, "check", {"model_id": model_id})
     response.headers["Location"] = f"/v1/jobs/{job.id}"
     return JobStatus.from_row(job)

@@ -12,7 +12,8 @@ from app.schemas.defenses import DefenseRequest
 from app.schemas.jobs import JobPage, JobStatus
 from app.services.datasets import dataset_or_404
 from app.services.jobs import get_job, list_jobs, request_cancel
-from app.services.submit import model_or_404, submit_job
+from app.services.models import get_model
+from app.services.submit import submit_job
 from models.card import ModelCard
 from models.errors import ConflictError, NotFoundError
 
@@ -25,7 +26,7 @@ def post_defense(body: DefenseRequest, response: Response, session: SessionDep,
                  db: DatabaseDep, settings: SettingsDep, tenant: TenantDep) -> JobStatus:
     from models.datasets import DatasetInfo, check_labels
 
-    model = model_or_404(session, tenant.id, body.model_id)
+    model = get_model(session, tenant.id, body.model_id)
     card = ModelCard.model_validate(model.card)
     train = dataset_or_404(session, tenant.id, body.train_dataset_id)
     evaluation = dataset_or_404(session, tenant.id, body.eval_dataset_id)

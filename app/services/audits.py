@@ -12,7 +12,8 @@ from app.db import Database, JobRow
 from app.schemas.audits import AuditRequest
 from app.services.datasets import dataset_or_404
 from app.services.jobs import get_job
-from app.services.submit import model_or_404, submit_job
+from app.services.models import get_model
+from app.services.submit import submit_job
 from app.settings import Settings
 from app.storage import Storage
 from models.card import ModelCard
@@ -45,7 +46,7 @@ def _check_policy(policy: dict[str, Any] | None) -> None:
 def submit_audit(
     session: Session, db: Database, settings: Settings, tenant_id: str, body: AuditRequest
 ) -> JobRow:
-    model = model_or_404(session, tenant_id, body.model_id)
+    model = get_model(session, tenant_id, body.model_id)
     dataset = dataset_or_404(session, tenant_id, body.dataset_id)
     from models.datasets import DatasetInfo, check_labels
 

@@ -6,17 +6,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.db import Database, JobRow, ModelRow
+from app.db import Database, JobRow
 from app.services.jobs import create_job, dispatch
 from app.settings import Settings
-from models.errors import NotFoundError
-
-
-def model_or_404(session: Session, tenant_id: str, model_id: str) -> ModelRow:
-    row = session.get(ModelRow, model_id)
-    if row is None or row.tenant_id != tenant_id:
-        raise NotFoundError(f"model {model_id!r} not found")
-    return row
 
 
 def submit_job(
