@@ -44,7 +44,7 @@ zoo: $(STAMP)
 	$(BIN)/python -m models.zoo.train
 
 demo: $(STAMP)
-	$(BIN)/python -m app.demo --url http://127.0.0.1:$(PORT)
+	$(BIN)/python -m app.cli.demo --url http://127.0.0.1:$(PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,7 +51,7 @@ def test_default_admin_key_refused_in_production() -> None:
 def test_commands_are_cli_commands(compose: dict) -> None:
     from typer.main import get_command
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     names = set(get_command(cli).commands)  # type: ignore[attr-defined]
     for name in ("api", "worker"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 
 def make_celery(settings: Settings) -> Celery:

@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from sqlalchemy import select, update
 
-from app.db import JobRow, ModelRow, ShardRow
-from app.queue import send_task
-from app.storage import write_atomic
+from app.core.db import JobRow, ModelRow, ShardRow
+from app.core.queue import send_task
+from app.core.storage import write_atomic
 from models.card import ModelCard
 from models.wrapper import DiagnosticModel
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
@@ -48,7 +48,7 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     """Model, dataset and engine of a job, cached per worker process (one job at a time)."""
     if job.id in _CACHE:
         return _CACHE[job.id]
-    from app.services.models import load_registered_model
+    from app.core.registry import load_registered_model
     from models.datasets import check_labels, load_dataset
 
     req = job.request

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from app.storage import write_atomic
+from app.core.storage import write_atomic
 from models.card import ModelCard
 from models.wrapper import DiagnosticModel
 from workers.celery_app import app
@@ -66,7 +66,7 @@ def train(job_id: str) -> None:
         ctx.start("preparing")
         job = ctx.load()
         req = job.request
-        from app.services.models import load_registered_model, register_model_file
+        from app.core.registry import load_registered_model, register_model_file
         from workers.defenses import train_defense
 
         row = model_row(rt, req["model_id"])
