@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.core.db import Database, get_database
+from app.core.db import Database, open_database
 from app.core.dispatcher import Dispatcher
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -41,7 +41,7 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 def startup(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = get_database(settings.resolved_database_url)
+    db = open_database(settings)
     storage = Storage(settings.data_dir)
     state = AppState(settings=settings, db=db, storage=storage)
     if settings.environment == "development":

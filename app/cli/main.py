@@ -10,9 +10,12 @@ from typing import Annotated
 
 import typer
 
+from app.cli.db import db_cli
+
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 data_cli = typer.Typer(no_args_is_help=True, help="Phantom datasets.")
 cli.add_typer(data_cli, name="data")
+cli.add_typer(db_cli, name="db")
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -149,3 +152,7 @@ def audit_submit(
     typer.echo(f"reports in {out}/ (report.html, report.json, report.xml); verdict: {verdict}")
     if verdict == "fail":
         raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; a SQLite file in data_dir when unset."
     )
+    auto_upgrade_database: bool | None = Field(
+        default=None,
+        description="Upgrade the schema at start; unset: only the embedded SQLite of data_dir.",
+    )
     broker_url: str | None = Field(
         default=None,
         description="Redis URL of the Celery broker; unset means the embedded broker "
@@ -77,6 +81,12 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'robustdx.db').resolve()}"
+
+    @property
+    def upgrades_database_itself(self) -> bool:
+        if self.auto_upgrade_database is not None:
+            return self.auto_upgrade_database
+        return self.database_url is None
 
     @property
     def resolved_broker_url(self) -> str:

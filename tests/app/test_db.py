@@ -17,7 +17,7 @@ from workers.jobs import JobContext, ShardLease
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.create_all()
+    database.upgrade()
     return database
 
 

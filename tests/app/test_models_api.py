@@ -375,6 +375,7 @@ def test_zoo_registration_is_idempotent_by_sha256(
     )
     monkeypatch.setattr(models.zoo, "list_zoo", lambda: [broken, good])
     db = get_database(f"sqlite:///{tmp_path / 'zoo.db'}")
+    db.upgrade()
     storage = Storage(tmp_path / "store")
     with db.session() as session:
         tenant_id = create_tenant(session, "dev")[0].id

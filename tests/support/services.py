@@ -124,6 +124,11 @@ class Service:
 
     def start_api(self) -> None:
         self.port = self.port or free_port()
+        if self.database_url:
+            # As an operator would: a server database is migrated before the API starts
+            # (only the embedded SQLite upgrades itself).
+            subprocess.run([sys.executable, "-m", "app.cli.main", "db", "upgrade"],
+                           env=self.env(), cwd=ROOT, check=True, capture_output=True)
         log = open(self.data_dir / f"api-{time.time_ns()}.log", "wb")  # noqa: SIM115
         self.api = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "app.api.main:create_app", "--factory",

@@ -11,10 +11,10 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.db.tables import Base
+from app.core.settings import Settings
 
 
-def _normalise_url(url: str) -> str:
+def normalise_url(url: str) -> str:
     # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         return "postgresql+psycopg://" + url.split("://", 1)[1]
@@ -25,7 +25,7 @@ class Database:
     """Owns an engine; ``session()`` yields a session that commits or rolls back."""
 
     def __init__(self, url: str) -> None:
-        self.url = _normalise_url(url)
+        self.url = normalise_url(url)
         parsed = make_url(self.url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite:
@@ -39,8 +39,11 @@ class Database:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
-    def create_all(self) -> None:
-        Base.metadata.create_all(self.engine)
+    def upgrade(self) -> None:
+        """Bring the schema to the code's revision (Alembic; see :mod:`app.core.db.migrate`)."""
+        from app.core.db.migrate import upgrade
+
+        upgrade(self)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -73,6 +76,19 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
 
 @lru_cache(maxsize=8)
 def get_database(url: str) -> Database:
-    db = Database(url)
-    db.create_all()
+    """The process's :class:`Database` for ``url``; it runs no DDL (see :func:`open_database`)."""
+    return Database(url)
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings`` at the code's schema revision, at process start.
+
+    The embedded SQLite of ``make run`` (no ``database_url``) is upgraded in place; any other
+    database must be upgraded by an operator (``robustdx db upgrade``) and is refused while
+    behind, unless ``ROBUSTDX_AUTO_UPGRADE_DATABASE=true``.
+    """
+    from app.core.db.migrate import ensure_schema
+
+    db = get_database(settings.resolved_database_url)
+    ensure_schema(db, settings.upgrades_database_itself)
     return db
