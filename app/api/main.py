@@ -17,6 +17,7 @@ from app.api.routes import (
     checks,
     datasets,
     defenses,
+    evidence,
     health,
     jobs,
     models,
@@ -98,6 +99,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(checks.router)
     app.include_router(datasets.router)
     app.include_router(audits.router)
+    app.include_router(evidence.router)
     app.include_router(defenses.router)
     app.include_router(schemas.router)
     return app

@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from app.cli.db import db_cli
+from app.cli.evidence import verify as verify_evidence
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 data_cli = typer.Typer(no_args_is_help=True, help="Phantom datasets.")
@@ -85,6 +86,7 @@ def main() -> None:
 
 audit_cli = typer.Typer(no_args_is_help=True, help="Robustness audits.")
 cli.add_typer(audit_cli, name="audit")
+audit_cli.command("verify")(verify_evidence)
 
 
 @audit_cli.command("submit")

@@ -30,6 +30,11 @@ class Settings(BaseSettings):
         "started by `robustdx run` (its URL is then kept in data_dir/broker-url).",
     )
     admin_key: str = DEV_ADMIN_KEY
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs report bundles; generated in the "
+        "data folder at first use outside production.",
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
 
     # Upload and decoding limits. Models are large; images are not.
