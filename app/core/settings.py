@@ -30,6 +30,10 @@ class Settings(BaseSettings):
         "started by `robustdx run` (its URL is then kept in data_dir/broker-url).",
     )
     admin_key: str = DEV_ADMIN_KEY
+    idempotency_ttl_seconds: float = Field(
+        default=86400.0, gt=0,
+        description="How long an Idempotency-Key's first response is replayed.",
+    )
     signing_key_file: Path | None = Field(
         default=None,
         description="Ed25519 private key (PEM) that signs report bundles; generated in the "
