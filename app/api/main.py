@@ -24,6 +24,7 @@ from app.api.routes import (
     models,
     schemas,
     tenants,
+    webhooks,
 )
 from app.core.settings import Settings, get_settings
 
@@ -104,4 +105,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(evidence.router)
     app.include_router(defenses.router)
     app.include_router(schemas.router)
+    app.include_router(webhooks.router)
     return app

@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import or_, select, update
 
+from app.core import webhooks
 from app.core.db import Database, JobRow, ShardRow
 from app.core.jobs import dispatch
 from app.core.queue import TASK_QUEUES, send_task
@@ -68,6 +69,7 @@ def sweep(db: Database, broker_url: str, stale_after: float) -> int:
         ).all()
     for job_id in never_sent:
         sent += dispatch(db, broker_url, job_id)
+    sent += _announce(db, broker_url)
 
     try:
         waiting = waiting_task_args(broker_url)
@@ -113,6 +115,13 @@ def sweep(db: Database, broker_url: str, stale_after: float) -> int:
         logger.warning("re-enqueueing job %s stage %s (no heartbeat)", job_id, stage)
         sent += dispatch(db, broker_url, job_id, task)
     return sent
+
+
+def _announce(db: Database, broker_url: str) -> int:
+    """Webhook deliveries for ended jobs, handed to a worker when due (never sent here)."""
+    webhooks.announce_ended_jobs(db)
+    return sum(_send(broker_url, webhooks.DELIVER_TASK, [delivery_id])
+               for delivery_id in webhooks.claim_due(db))
 
 
 def _stage_task(kind: str, stage: str) -> str | None:

@@ -34,6 +34,18 @@ class Settings(BaseSettings):
         default=86400.0, gt=0,
         description="How long an Idempotency-Key's first response is replayed.",
     )
+    webhook_allowed_hosts: list[str] = Field(
+        default=["*"],
+        description="Host patterns webhooks may call (JSON list; '*.hospital.org' style).",
+    )
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow webhook hosts that resolve to loopback or private addresses.",
+    )
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0,
+                                           description="First retry delay; doubles each time.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     signing_key_file: Path | None = Field(
         default=None,
         description="Ed25519 private key (PEM) that signs report bundles; generated in the "
