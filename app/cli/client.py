@@ -15,11 +15,23 @@ FINAL = ("succeeded", "failed", "cancelled")
 
 
 class ApiError(RuntimeError):
+    """The service answered with an error status (or a name matched nothing)."""
+
     def __init__(self, status: int, body: Any) -> None:
         error = body.get("error", {}) if isinstance(body, dict) else {}
-        super().__init__(f"HTTP {status}: {error.get('message', body)}")
+        message = error.get("message", body) if isinstance(error, dict) else error
+        super().__init__(f"HTTP {status}: {message}")
         self.status = status
         self.body = body
+
+
+class ServiceUnreachableError(RuntimeError):
+    """No answer from the service at all (refused connection, DNS, timeout)."""
+
+
+def default_url() -> str:
+    """``ROBUSTDX_URL``, else the local service on ``PORT`` (8000), as ``make run`` starts it."""
+    return os.environ.get("ROBUSTDX_URL") or f"http://127.0.0.1:{os.environ.get('PORT', '8000')}"
 
 
 def default_key(data_dir: Path | None = None) -> str | None:
@@ -66,7 +78,16 @@ def parse_attack(spec: str) -> dict[str, Any]:
 class Client:
     def __init__(self, url: str, key: str | None, timeout: float = 120.0) -> None:
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self.http = httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout)
+        self.url = url.rstrip("/")
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+
+    def _send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return self.http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachableError(
+                f"cannot reach the RobustDx service at {self.url} ({type(exc).__name__}); "
+                "is it running? (make run, or set --url / ROBUSTDX_URL)") from exc
 
     def close(self) -> None:
         self.http.close()
@@ -87,23 +108,60 @@ class Client:
         return body
 
     def get(self, path: str, **params: Any) -> Any:
-        return self._json(self.http.get(path, params=params or None))
+        return self._json(self._send("GET", path, params=params or None))
 
-    def post(self, path: str, json: Any) -> Any:
-        return self._json(self.http.post(path, json=json))
+    def post(self, path: str, json: Any = None, idempotency_key: str | None = None) -> Any:
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._json(self._send("POST", path, json=json, headers=headers))
+
+    def delete(self, path: str) -> None:
+        self._json(self._send("DELETE", path))
 
     def upload_dataset(self, path: Path, fmt: str, name: str | None = None) -> dict[str, Any]:
         with path.open("rb") as fh:
             data = {"format": fmt} | ({"name": name} if name else {})
             files = {"file": (path.name, fh, "application/zip")}
-            return dict(self._json(self.http.post("/v1/datasets", data=data, files=files)))
+            return dict(self._json(self._send("POST", "/v1/datasets", data=data, files=files)))
+
+    def upload_model(self, path: Path, card: dict[str, Any]) -> dict[str, Any]:
+        import json
+
+        with path.open("rb") as fh:
+            files = {"file": (path.name, fh, "application/octet-stream")}
+            return dict(self._json(self._send("POST", "/v1/models", files=files,
+                                              data={"card": json.dumps(card)})))
+
+    def predict(self, model_id: str, paths: list[Path], **params: Any) -> dict[str, Any]:
+        field = "files" if len(paths) > 1 else "file"
+        handles = [p.open("rb") for p in paths]
+        try:
+            files = [(field, (p.name, fh, "application/octet-stream"))
+                     for p, fh in zip(paths, handles, strict=True)]
+            return dict(self._json(self._send("POST", f"/v1/models/{model_id}/predict",
+                                              files=files, params=params or None)))
+        finally:
+            for fh in handles:
+                fh.close()
+
+    def _find(self, kind: str, name_or_id: str) -> dict[str, Any]:
+        """A resource by id, or by name (the newest of that name)."""
+        offset = 0
+        while True:
+            page = self.get(f"/v1/{kind}", limit=200, offset=offset)
+            for item in page["items"]:
+                if name_or_id in (item["id"], item.get("name")):
+                    return dict(item)
+            offset += len(page["items"])
+            if not page["items"] or offset >= page.get("total", offset):
+                break
+        what = kind.rstrip("s")
+        raise ApiError(404, {"error": {"message": f"no {what} with id or name {name_or_id!r}"}})
 
     def find_model(self, name_or_id: str) -> dict[str, Any]:
-        page = self.get("/v1/models", limit=200)
-        for item in page["items"]:
-            if name_or_id in (item["id"], item["name"]):
-                return dict(item)
-        raise ApiError(404, {"error": {"message": f"no model named {name_or_id!r}"}})
+        return self._find("models", name_or_id)
+
+    def find_dataset(self, name_or_id: str) -> dict[str, Any]:
+        return self._find("datasets", name_or_id)
 
     def wait(self, job_id: str, on_progress: Callable[[dict[str, Any]], None] | None = None,
              poll: float = 1.0, timeout: float = 24 * 3600) -> dict[str, Any]:
@@ -118,10 +176,21 @@ class Client:
                 raise TimeoutError(f"job {job_id} still {status['status']}")
             time.sleep(poll)
 
-    def download(self, path: str, dest: Path) -> Path:
-        response = self.http.get(path)
-        if response.status_code >= 400:
-            self._json(response)
+    def download(self, path: str, dest: Path, **params: Any) -> Path:
+        """Stream ``path`` into ``dest`` (written whole or not at all)."""
         dest.parent.mkdir(parents=True, exist_ok=True)
-        dest.write_bytes(response.content)
+        partial = dest.with_name(dest.name + ".part")
+        try:
+            with self.http.stream("GET", path, params=params or None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._json(response)
+                with partial.open("wb") as fh:
+                    for chunk in response.iter_bytes(1 << 20):
+                        fh.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServiceUnreachableError(
+                f"cannot reach the RobustDx service at {self.url} ({type(exc).__name__})"
+            ) from exc
+        partial.replace(dest)
         return dest

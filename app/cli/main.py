@@ -1,4 +1,8 @@
-"""The ``robustdx`` command: run the service, make phantom data, and drive audits."""
+"""The ``robustdx`` command: run the service, make phantom data, migrate the database, and
+drive every resource of a running service (models, datasets, audits, defenses).
+
+Exit statuses: 0 ok; 1 a policy rule failed (or evidence did not verify); 2 the job failed
+or was cancelled; 3 bad usage, an error answer of the service, or no service at the URL."""
 
 from __future__ import annotations
 
@@ -11,12 +15,18 @@ from typing import Annotated
 import typer
 
 from app.cli.db import db_cli
-from app.cli.evidence import verify as verify_evidence
+from app.cli.exit_codes import USAGE_ERROR
+from app.cli.jobs import audit_cli, defense_cli
+from app.cli.resources import datasets_cli, models_cli
 
 cli = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 data_cli = typer.Typer(no_args_is_help=True, help="Phantom datasets.")
 cli.add_typer(data_cli, name="data")
 cli.add_typer(db_cli, name="db")
+cli.add_typer(models_cli, name="models")
+cli.add_typer(datasets_cli, name="datasets")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(defense_cli, name="defense")
 
 
 def _settings():  # type: ignore[no-untyped-def]
@@ -78,82 +88,22 @@ def phantom(
 
 
 def main() -> None:
+    """Entry point: exit statuses as :mod:`app.cli.exit_codes` documents them (a usage
+    error is 3, not click's 2, which here means a failed job)."""
+    from typer.main import get_command
+
     try:
-        cli()
-    except KeyboardInterrupt:
+        result = get_command(cli).main(prog_name="robustdx", standalone_mode=False)
+    except (typer.Abort, KeyboardInterrupt):
         sys.exit(130)
-
-
-audit_cli = typer.Typer(no_args_is_help=True, help="Robustness audits.")
-cli.add_typer(audit_cli, name="audit")
-audit_cli.command("verify")(verify_evidence)
-
-
-@audit_cli.command("submit")
-def audit_submit(
-    model: Annotated[str, typer.Option(help="Model id or name.")],
-    dataset: Annotated[str, typer.Option(help="Dataset id.")],
-    attack: Annotated[list[str], typer.Option(help="e.g. pgd:eps=4/255,steps=10 (repeat)")],
-    analysis: Annotated[list[str] | None, typer.Option(help="Analysis name (repeat).")] = None,
-    policy: Annotated[str | None, typer.Option(help="Policy JSON, or @file.json")] = None,
-    seed: int = 0,
-    max_images: int | None = None,
-    wait: bool = typer.Option(False, "--wait", help="Wait, download the reports, gate."),
-    out: Path = Path("robustdx-report"),
-    url: Annotated[str, typer.Option(envvar="ROBUSTDX_URL")] = "http://127.0.0.1:8000",
-    key: Annotated[str | None, typer.Option(envvar="ROBUSTDX_API_KEY")] = None,
-) -> None:
-    """Submit an audit; with --wait, exit 1 when the policy fails and 2 when the job fails."""
-    import json
-
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from app.cli.client import ApiError, Client, default_key, parse_attack
-
-    policy_doc = None
-    if policy:
-        text = Path(policy[1:]).read_text() if policy.startswith("@") else policy
-        policy_doc = json.loads(text)
-    body: dict[str, object] = {
-        "model_id": "", "dataset_id": dataset, "attacks": [parse_attack(a) for a in attack],
-        "policy": policy_doc, "seed": seed,
-    }
-    if analysis:
-        body["analyses"] = list(analysis)
-    if max_images:
-        body["options"] = {"max_images": max_images}
-    try:
-        with Client(url, key or default_key()) as client:
-            body["model_id"] = client.find_model(model)["id"]
-            job = client.post("/v1/audits", body)
-            typer.echo(f"audit {job['id']} submitted")
-            if not wait:
-                return
-            with Progress(TextColumn("{task.description}"), BarColumn(),
-                          TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
-                          transient=False) as bar:
-                task = bar.add_task("queued", total=1.0)
-
-                def show(status: dict[str, object]) -> None:
-                    bar.update(task, completed=float(status["progress"]),  # type: ignore[arg-type]
-                               description=str(status["stage"]))
-
-                final = client.wait(job["id"], show)
-            if final["status"] != "succeeded":
-                typer.echo(f"audit {final['status']}: {final.get('error')}", err=True)
-                raise typer.Exit(2)
-            base = f"/v1/audits/{job['id']}"
-            for name, path in (("report.json", "/report"), ("report.html", "/report.html"),
-                               ("report.xml", "/report.xml")):
-                client.download(base + path, out / name)
-            report = json.loads((out / "report.json").read_text())
-    except ApiError as exc:
-        typer.echo(str(exc), err=True)
-        raise typer.Exit(2) from exc
-    verdict = report.get("summary", {}).get("verdict", "no-policy")
-    typer.echo(f"reports in {out}/ (report.html, report.json, report.xml); verdict: {verdict}")
-    if verdict == "fail":
-        raise typer.Exit(1)
+    except Exception as exc:
+        # Typer ships its own copy of click: its usage errors are recognised by shape.
+        show = getattr(exc, "show", None)
+        if callable(show) and isinstance(getattr(exc, "exit_code", None), int):
+            show()
+            sys.exit(USAGE_ERROR)
+        raise
+    sys.exit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

@@ -30,6 +30,8 @@ GLOBAL_POLICY_RULES: tuple[str, ...] = ("min_clean_accuracy", "min_clean_auroc")
 #: Policy rules that take ``true`` instead of a threshold.
 FLAG_POLICY_RULES: tuple[str, ...] = ("require_reliable",)
 POLICY_RULES: tuple[str, ...] = (*GLOBAL_POLICY_RULES, *ATTACK_POLICY_RULES, *FLAG_POLICY_RULES)
+#: A policy may also compare with a baseline audit (:mod:`app.core.comparison`).
+BASELINE_POLICY_KEYS: tuple[str, ...] = ("baseline", "max_regression")
 
 MODEL_FORMATS: tuple[str, ...] = ("torch-export", "torchscript", "pth", "safetensors", "onnx")
 DATASET_FORMATS: tuple[str, ...] = ("imagefolder", "csv", "medmnist-npz", "dicom")

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from app.api.deps import SessionDep, SettingsDep, StorageDep, TenantDep
 from app.api.schemas.common import ERRORS
 from app.api.services.audits import finished_audit, report_path
+from app.api.services.baseline import comparison_table
 from app.core import fhir, signing
 from app.core.registry import get_model
 
@@ -49,6 +50,16 @@ def get_audit_fhir(audit_id: str, session: SessionDep, storage: StorageDep,
     model = get_model(session, tenant.id, job.request["model_id"])
     bundle = fhir.audit_bundle(job.id, fhir_model(model), report)
     return JSONResponse(bundle, media_type=FHIR_JSON)
+
+
+@router.get("/audits/{audit_id}/compare/{baseline_id}",
+            summary="Paired comparison with a baseline audit of the same images")
+def get_comparison(audit_id: str, baseline_id: str, session: SessionDep, storage: StorageDep,
+                   tenant: TenantDep) -> dict[str, Any]:
+    """Accuracy (clean and per attack setting) and fooling rate of both audits, the
+    regression and its 95% paired bootstrap interval; rows are decided when the candidate's
+    policy names this baseline with ``max_regression`` margins."""
+    return comparison_table(session, storage, tenant.id, audit_id, baseline_id)
 
 
 def fhir_model(model: Any) -> dict[str, Any]:

@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app.api.schemas.audits import AuditRequest
+from app.api.services.baseline import check_baseline
 from app.api.services.datasets import dataset_or_404
-from app.core.catalogue import FLAG_POLICY_RULES, POLICY_RULES
+from app.core.catalogue import BASELINE_POLICY_KEYS, FLAG_POLICY_RULES, POLICY_RULES
 from app.core.db import Database, JobRow
 from app.core.jobs import get_job
 from app.core.registry import get_model
@@ -28,6 +29,8 @@ def _check_policy(policy: dict[str, Any] | None) -> None:
     if not policy:
         return
     for rule, value in policy.items():
+        if rule in BASELINE_POLICY_KEYS:
+            continue  # checked against the baseline audit by check_baseline
         if rule not in POLICY_RULES:
             raise InvalidParametersError(
                 f"unknown policy rule {rule!r}; valid: {', '.join(POLICY_RULES)}"
@@ -53,6 +56,7 @@ def submit_audit(
 
     check_labels(DatasetInfo.model_validate(dataset.info), ModelCard.model_validate(model.card))
     _check_policy(body.policy)
+    check_baseline(session, tenant_id, body)
     request = body.model_dump(mode="json")
     request["model_sha256"] = model.sha256
     request["dataset_sha256"] = dataset.sha256
