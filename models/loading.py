@@ -347,7 +347,7 @@ def _probe_batches(
                 f"the model fails on images of the card's input size {_card_shape(card, 2)}: "
                 f"{_short(err or RuntimeError('unknown error'))}",
                 {"expected_input": [None, *card_input(card)]},
-            )
+            ) from err
     if not out.is_floating_point():
         raise InvalidModelFileError(
             f"the model outputs {out.dtype} values; expected floating-point logits"
