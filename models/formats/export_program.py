@@ -37,15 +37,46 @@ HIGHER_ORDER: Final[frozenset[str]] = frozenset(
 
 #: Python functions of symbolic sizes (``x.shape[0] * 2``) that a program may call.
 PYTHON_TARGETS: Final[frozenset[str]] = frozenset(
-    {f"_operator.{n}" for n in (
-        "getitem", "add", "sub", "mul", "floordiv", "truediv", "mod", "neg", "pos", "pow",
-        "eq", "ne", "lt", "le", "gt", "ge", "and_", "or_", "not_", "abs",
-    )}
+    {
+        f"_operator.{n}"
+        for n in (
+            "getitem",
+            "add",
+            "sub",
+            "mul",
+            "floordiv",
+            "truediv",
+            "mod",
+            "neg",
+            "pos",
+            "pow",
+            "eq",
+            "ne",
+            "lt",
+            "le",
+            "gt",
+            "ge",
+            "and_",
+            "or_",
+            "not_",
+            "abs",
+        )
+    }
     | {f"math.{n}" for n in ("ceil", "floor", "trunc", "sqrt")}
-    | {f"torch.{n}" for n in (
-        "sym_int", "sym_float", "sym_max", "sym_min", "sym_not", "sym_ite", "sym_sqrt",
-        "sym_sum", "_sym_sqrt",
-    )}
+    | {
+        f"torch.{n}"
+        for n in (
+            "sym_int",
+            "sym_float",
+            "sym_max",
+            "sym_min",
+            "sym_not",
+            "sym_ite",
+            "sym_sqrt",
+            "sym_sum",
+            "_sym_sqrt",
+        )
+    }
 )
 
 _OP_TARGET: Final[re.Pattern[str]] = re.compile(r"^torch\.ops\.(\w+)\.(\w+)(?:\.(\w+))?$")
@@ -54,16 +85,66 @@ _HOP_TARGET: Final[re.Pattern[str]] = re.compile(r"^torch\.ops\.higher_order\.(\
 _SYMBOL: Final[re.Pattern[str]] = re.compile(r"^[a-z]{1,3}\d+$")
 _SHAPE_FUNCTIONS: Final[frozenset[str]] = frozenset(
     {
-        "FloorDiv", "ModularIndexing", "Where", "PythonMod", "Mod", "CleanDiv", "CeilToInt",
-        "FloorToInt", "CeilDiv", "LShift", "RShift", "PowByNatural", "FloatPow",
-        "FloatTrueDiv", "IntTrueDiv", "IsNonOverlappingAndDenseIndicator", "TruncToFloat",
-        "TruncToInt", "RoundToInt", "RoundDecimal", "ToFloat", "FloatTrueDiv", "Identity",
-        "Max", "Min", "Abs", "Eq", "Ne", "Lt", "Le", "Gt", "Ge", "And", "Or", "Not",
-        "oo", "True", "False", "Integer", "Float", "Rational",
+        "FloorDiv",
+        "ModularIndexing",
+        "Where",
+        "PythonMod",
+        "Mod",
+        "CleanDiv",
+        "CeilToInt",
+        "FloorToInt",
+        "CeilDiv",
+        "LShift",
+        "RShift",
+        "PowByNatural",
+        "FloatPow",
+        "FloatTrueDiv",
+        "IntTrueDiv",
+        "IsNonOverlappingAndDenseIndicator",
+        "TruncToFloat",
+        "TruncToInt",
+        "RoundToInt",
+        "RoundDecimal",
+        "ToFloat",
+        "Identity",
+        "Max",
+        "Min",
+        "Abs",
+        "Eq",
+        "Ne",
+        "Lt",
+        "Le",
+        "Gt",
+        "Ge",
+        "And",
+        "Or",
+        "Not",
+        "oo",
+        "True",
+        "False",
+        "Integer",
+        "Float",
+        "Rational",
         # sympy's srepr, in which torch writes expressions: Symbol('s77', positive=True, ...)
-        "Symbol", "Add", "Mul", "Pow", "precision",
-        "positive", "negative", "nonnegative", "nonpositive", "integer", "real", "finite",
-        "infinite", "zero", "nonzero", "even", "odd", "rational", "commutative",
+        "Symbol",
+        "Add",
+        "Mul",
+        "Pow",
+        "precision",
+        "positive",
+        "negative",
+        "nonnegative",
+        "nonpositive",
+        "integer",
+        "real",
+        "finite",
+        "infinite",
+        "zero",
+        "nonzero",
+        "even",
+        "odd",
+        "rational",
+        "commutative",
     }
 )
 #: A quoted string in an expression may only be a symbol name or a number.

@@ -33,9 +33,8 @@ from typing import TYPE_CHECKING, Final
 from models.errors import UnsafeModelFileError
 
 if TYPE_CHECKING:
-    from google.protobuf.message import Message
-
     import onnx
+    from google.protobuf.message import Message
 
 #: The standard operator set, under both of its names.
 ALLOWED_DOMAINS: Final[frozenset[str]] = frozenset({"", "ai.onnx"})

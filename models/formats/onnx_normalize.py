@@ -74,10 +74,14 @@ def _bypass_identities(graph: onnx.GraphProto) -> None:
     kept = []
     for node in graph.node:
         _rename_inputs(node, alias)
-        if node.op_type == "Identity" and node.domain in ("", "ai.onnx") and len(node.input) == 1:
-            if node.output[0] not in graph_outputs:
-                alias[node.output[0]] = node.input[0]
-                continue
+        if (
+            node.op_type == "Identity"
+            and node.domain in ("", "ai.onnx")
+            and len(node.input) == 1
+            and node.output[0] not in graph_outputs
+        ):
+            alias[node.output[0]] = node.input[0]
+            continue
         kept.append(node)
     if len(kept) == len(graph.node):
         return
