@@ -103,7 +103,8 @@ def test_exported_onnx_registers_and_matches_the_eager_model(
     weights = torch.tensor([[1.0, -2.0, 0.5], [0.25, 1.5, -1.0]])
     (ours * weights).sum().backward()
     (eager * weights).sum().backward()
-    assert x_eager.grad is not None and x_ours.grad is not None
+    assert x_eager.grad is not None
+    assert x_ours.grad is not None
     assert x_eager.grad.abs().sum() > 0
     torch.testing.assert_close(x_ours.grad, x_eager.grad, rtol=1e-4, atol=1e-6)
 

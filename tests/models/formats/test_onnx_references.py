@@ -120,9 +120,7 @@ def test_local_functions_are_refused(tmp_path: Path) -> None:
     const = helper.make_node(
         "Constant", [], ["y"], value=helper.make_tensor("t", onnx.TensorProto.FLOAT, [1], [0.0])
     )
-    model.functions.append(
-        helper.make_function("local.fn", "ReadFile", ["p"], ["y"], [const], [])
-    )
+    model.functions.append(helper.make_function("local.fn", "ReadFile", ["p"], ["y"], [const], []))
     onnx.save_model(model, str(path))
-    with pytest.raises(UnsafeModelFileError, match="local.fn::ReadFile"):
+    with pytest.raises(UnsafeModelFileError, match=r"local\.fn::ReadFile"):
         load_model(path, make_card(), device=CPU)
