@@ -143,9 +143,10 @@ def load_exported(path: Path, device: torch.device) -> tuple[ExportedNet, tuple[
 def loaded_operators(program: torch.export.ExportedProgram) -> Iterator[str]:
     """The operator of every node of every graph in ``program`` (nested graph modules too).
 
-    Allowed higher-order and Python targets are yielded as ``aten::sym_size`` stand-ins
-    would be misleading, so they are skipped; anything unrecognised is yielded by its
-    qualified Python name, which is outside the allow-list.
+    Operators are yielded as ``"namespace::name"``. Allowed control-flow operators and
+    scalar Python functions are skipped; any other target is yielded by its Python name
+    (``"builtins.open"``), and a node that is not a function call as ``"fx::<op>"``: both are
+    outside the allow-list.
     """
     for module in program.graph_module.modules():
         graph = getattr(module, "graph", None)
