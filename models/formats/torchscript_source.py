@@ -102,6 +102,12 @@ def _name_operators(node: ast.Name, parents: dict[ast.AST, ast.AST], member: str
     if node.id not in ("ops", "torch"):
         return set()
     chain = _chain(node, parents)
+    if chain[:2] == ["torch", "classes"]:
+        raise UnsafeModelFileError(
+            f"the TorchScript code in {member} uses a C++ custom class "
+            f"({'.'.join(chain[:4])}); a diagnostic model may only compute on tensors",
+            {"member": member},
+        )
     if chain[:2] == ["torch", "ops"]:
         chain = chain[1:]
     if chain[:2] == ["torch", "autograd"]:

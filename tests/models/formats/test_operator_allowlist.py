@@ -160,6 +160,7 @@ def test_indirect_use_of_ops_in_torchscript_source_is_refused(tmp_path: Path) ->
             zout.writestr(item, data)
     with pytest.raises(UnsafeModelFileError, match="other than to call an operator"):
         load_model(evil, make_card(), device=CPU)
+    assert_normal_models_still_load(tmp_path)
 
 
 def test_loaded_graph_check_sees_nested_blocks() -> None:
@@ -203,6 +204,7 @@ def test_export_targets_outside_the_allow_list_are_refused_before_loading(
     evil = rewrite_program_json(good, tmp_path / "t.pt2", lambda p: _set_first_target(p, target))
     with pytest.raises(UnsafeModelFileError, match="outside the operators"):
         load_model(evil, make_card(), device=CPU)
+    assert_normal_models_still_load(tmp_path)
 
 
 def test_symbolic_expressions_that_are_not_arithmetic_are_refused(tmp_path: Path) -> None:
@@ -226,6 +228,7 @@ def test_symbolic_expressions_that_are_not_arithmetic_are_refused(tmp_path: Path
     with pytest.raises(UnsafeModelFileError, match="symbolic shape expression"):
         load_model(evil, make_card(), device=CPU)
     assert not marker.exists()
+    assert_normal_models_still_load(tmp_path)
 
 
 def test_control_flow_branches_are_checked(tmp_path: Path) -> None:
@@ -243,6 +246,7 @@ def test_control_flow_branches_are_checked(tmp_path: Path) -> None:
     torch.export.save(program, str(tmp_path / "cond.pt2"))
     with pytest.raises(UnsafeModelFileError, match="image::read_file"):
         load_model(tmp_path / "cond.pt2", make_card(), device=CPU)
+    assert_normal_models_still_load(tmp_path)
 
 
 def test_the_policy_reads_names_only() -> None:
@@ -278,3 +282,44 @@ def test_unparseable_torchscript_source_is_refused(tmp_path: Path) -> None:
             zout.writestr(item, data)
     with pytest.raises(InvalidModelFileError, match="cannot be parsed"):
         load_model(bad, make_card(), device=CPU)
+
+
+@pytest.mark.parametrize(
+    "snippet",
+    [
+        b"\ndef f(x: Tensor) -> Tensor:\n  c = torch.classes.myns.Reader()\n  return x\n",
+        b"\ndef f(x: __torch__.torch.classes.myns.Reader) -> int:\n  return 1\n",
+    ],
+    ids=["constructed", "annotated"],
+)
+def test_custom_classes_in_torchscript_source_are_refused(tmp_path: Path, snippet: bytes) -> None:
+    import zipfile
+
+    good = write_torchscript(tiny_net(), tmp_path / "good.pt")
+    evil = tmp_path / "evil.pt"
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if "code/__torch__/tests/" in item.filename and item.filename.endswith(".py"):
+                data += snippet
+            zout.writestr(item, data)
+    with pytest.raises(UnsafeModelFileError, match="C\\+\\+ custom class"):
+        load_model(evil, make_card(), device=CPU)
+    assert_normal_models_still_load(tmp_path)
+
+
+def test_custom_classes_in_torchscript_pickles_are_refused(tmp_path: Path) -> None:
+    import pickle
+    import zipfile
+
+    good = write_torchscript(tiny_net(), tmp_path / "good.pt")
+    evil = tmp_path / "evil.pt"
+    payload = pickle.dumps(("__torch__.torch.classes.myns.Reader", 1), protocol=2)
+    with zipfile.ZipFile(good) as zin, zipfile.ZipFile(evil, "w") as zout:
+        for item in zin.infolist():
+            data = zin.read(item.filename)
+            if item.filename.endswith("/constants.pkl"):
+                data = payload
+            zout.writestr(item, data)
+    with pytest.raises(UnsafeModelFileError, match=r"constants\.pkl holds an object of a C"):
+        load_model(evil, make_card(), device=CPU)
