@@ -14,7 +14,8 @@ archive is checked first, without running anything:
 - **Operators in the source.** The source is parsed with :mod:`ast` (TorchScript's
   serialized code is Python syntax) and every operator it can reach is named:
   ``torch.X`` is ``aten::X`` (``torch.autograd.X`` too), ``ops.NS.X`` and ``torch.ops.NS.X``
-  are ``NS::X``, and the global ``rpc_*`` forms are ``prim::rpc_*``. Those are checked against
+  are ``NS::X``, ``math.X`` is ``aten::X``, and the global forms ``print`` and ``rpc_*`` are
+  ``prim::Print`` and ``prim::rpc_*``. Those are checked against
   the allow-list (:mod:`models.formats.operators`). ``ops`` or ``torch`` used any other way
   (passed to ``getattr``, aliased) is refused, since it could reach any namespace. A method
   or ``getattr`` name that is a denied operator's bare name (``x.save(...)`` resolves to
@@ -42,10 +43,13 @@ _MEMBERS: Final[re.Pattern[str]] = re.compile(
     r"|code/.+\.py|code/.+\.py\.debug_pkl|data/\d+|constants/\d+|extra/.+"
     r"|traced_inputs\.pkl|traced_inputs/\d+)$"
 )
-_RPC_FORMS: Final[dict[str, str]] = {
+#: TorchScript's global special forms that are operators (the rest are language forms).
+_GLOBAL_FORMS: Final[dict[str, str]] = {
+    "print": "prim::Print",
     "rpc_async": "prim::rpc_async",
     "rpc_sync": "prim::rpc_sync",
     "rpc_remote": "prim::rpc_remote",
+    "remote": "prim::rpc_remote",
 }
 _LISTED = 5
 
@@ -88,8 +92,8 @@ def source_operators(name: str, data: bytes) -> set[str]:
 
 
 def _name_operators(node: ast.Name, parents: dict[ast.AST, ast.AST], member: str) -> set[str]:
-    if node.id in _RPC_FORMS:
-        return {_RPC_FORMS[node.id]}
+    if node.id in _GLOBAL_FORMS:
+        return {_GLOBAL_FORMS[node.id]}
     if node.id == "__torch__":
         chain = _chain(node, parents)
         if chain[1:3] == ["torch", "classes"]:
@@ -99,7 +103,7 @@ def _name_operators(node: ast.Name, parents: dict[ast.AST, ast.AST], member: str
                 {"member": member},
             )
         return set()
-    if node.id not in ("ops", "torch"):
+    if node.id not in ("ops", "torch", "math"):
         return set()
     chain = _chain(node, parents)
     if chain[:2] == ["torch", "classes"]:
@@ -114,7 +118,7 @@ def _name_operators(node: ast.Name, parents: dict[ast.AST, ast.AST], member: str
         chain = ["torch", *chain[2:]]
     if chain[0] == "ops" and len(chain) >= 3:
         return {f"{chain[1]}::{chain[2]}"}
-    if chain[0] == "torch" and len(chain) >= 2:
+    if chain[0] in ("torch", "math") and len(chain) >= 2:  # both resolve to aten
         return {f"aten::{chain[1]}"}
     raise UnsafeModelFileError(
         f"the TorchScript code in {member} uses '{node.id}' other than to call an operator "

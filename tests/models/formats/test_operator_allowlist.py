@@ -323,3 +323,25 @@ def test_custom_classes_in_torchscript_pickles_are_refused(tmp_path: Path) -> No
             zout.writestr(item, data)
     with pytest.raises(UnsafeModelFileError, match=r"constants\.pkl holds an object of a C"):
         load_model(evil, make_card(), device=CPU)
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("def f(x: Tensor) -> Tensor:\n  return torch.relu(x)\n", {"aten::relu"}),
+        ("def f(x: Tensor) -> Tensor:\n  return ops.image.read_file('a')\n", {"image::read_file"}),
+        ("def f(x: Tensor) -> Tensor:\n  return torch.ops.quantized.add(x)\n", {"quantized::add"}),
+        ("def f(x: Tensor) -> Tensor:\n  return torch.autograd.save(x)\n", {"aten::save"}),
+        ("def f(x: float) -> float:\n  return math.sqrt(x)\n", {"aten::sqrt"}),
+        ("def f(x: Tensor) -> None:\n  print(x)\n", {"prim::Print"}),
+        ("def f(x: Tensor) -> None:\n  rpc_async('w', g)\n", {"prim::rpc_async"}),
+        ("def f(x: Tensor) -> None:\n  x.save('p')\n", {"aten::save"}),
+        ("def f(x: Tensor) -> None:\n  getattr(x, 'from_file')\n", {"aten::from_file"}),
+    ],
+)
+def test_source_operators_name_what_the_importer_would_resolve(
+    source: str, expected: set[str]
+) -> None:
+    from models.formats.torchscript_source import source_operators
+
+    assert source_operators("code/m.py", source.encode()) == expected
