@@ -12,6 +12,7 @@ import contextlib
 import io
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -46,7 +47,7 @@ def _small_cnn() -> nn.Module:
 def export_onnx(net: nn.Module, path: Path, exporter: str, dynamic: bool) -> Path:
     """``torch.onnx.export`` as a user calls it, at batch 2."""
     example = (torch.rand(2, 3, SIZE, SIZE),)
-    kwargs: dict[str, object] = {"input_names": ["x"], "output_names": ["logits"]}
+    kwargs: dict[str, Any] = {"input_names": ["x"], "output_names": ["logits"]}
     if exporter == "legacy":
         kwargs["dynamo"] = False
         if dynamic:
