@@ -30,6 +30,11 @@ Apart from the service:
   :class:`~models.errors.ServiceUnavailableError` (503), so a burst of uploads queues
   instead of taking every core.
 
+As with any ``spawn`` or ``forkserver`` child, the caller's ``__main__`` module is imported
+again in each child (as ``__mp_main__``): an entry script must keep its start-up under
+``if __name__ == "__main__":`` (console scripts, ``uvicorn`` and ``pytest`` do). The
+forkserver and its preloaded modules are shared by the whole process.
+
 What it does not do: the child runs as the service's user and could read any file that
 user can, through an operator that reads files, which is why graphs are checked against an
 operator allow-list before anything runs (:mod:`models.formats.operators`); there is no
