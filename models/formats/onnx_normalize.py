@@ -17,9 +17,15 @@ those are rewritten here, each into an equivalent graph:
 - ``Reshape`` with ``allowzero=1`` (the dynamo exporter writes it for every ``view``): when
   the target shape is a constant without zeros, ``allowzero`` cannot change the result, so
   the attribute is dropped; onnx2torch refuses it otherwise.
+- ``Gelu`` (an operator since opset 20, which both exporters write for ``nn.GELU``; it has
+  neither an onnx2torch converter nor a version-converter adapter to older opsets): it is
+  rewritten as its definition, ``0.5 x (1 + erf(x / sqrt 2))``, or with ``approximate="tanh"``
+  as ``0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3)))`` (Hendrycks and Gimpel, 2016),
+  with float32 constants.
 - Opsets newer than onnx2torch implements (opset 20's ``AveragePool``, opset 18's
-  ``ReduceMean`` with ``axes`` as an input): :func:`candidates` yields the graph at its own
-  opset and then converted with ``onnx.version_converter`` to older ones, each normalized.
+  ``ReduceMean`` with ``axes`` as an input, opset 19's ``Shape``): :func:`candidates` yields
+  the normalized graph at its own opset and then converted with ``onnx.version_converter``
+  to older ones, normalized again.
 """
 
 from __future__ import annotations
@@ -38,13 +44,14 @@ def candidates(proto: onnx.ModelProto) -> Iterator[tuple[int | None, onnx.ModelP
     """The normalized graph at its own opset (``None``), then at each fallback opset."""
     from onnx import version_converter
 
-    yield None, normalize(proto)
+    base = normalize(proto)
+    yield None, base
     current = default_opset(proto)
     for opset in FALLBACK_OPSETS:
         if current is not None and opset >= current:
             continue
         try:
-            older = version_converter.convert_version(proto, opset)
+            older = version_converter.convert_version(base, opset)
         except Exception:  # the converter has no adapter for some operator: skip this opset
             continue
         yield opset, normalize(older)
@@ -65,6 +72,7 @@ def normalize(proto: onnx.ModelProto) -> onnx.ModelProto:
     out.CopyFrom(proto)
     _bypass_identities(out.graph)
     _drop_redundant_allowzero(out.graph)
+    _decompose_gelu(out.graph)
     return out
 
 
@@ -122,3 +130,58 @@ def _drop_redundant_allowzero(graph: onnx.GraphProto) -> None:
         if len(keep) != len(node.attribute):
             del node.attribute[:]
             node.attribute.extend(keep)
+
+
+def _decompose_gelu(graph: onnx.GraphProto) -> None:
+    import math
+
+    from onnx import helper
+
+    if not any(n.op_type == "Gelu" and n.domain in ("", "ai.onnx") for n in graph.node):
+        return
+    taken = {name for n in graph.node for name in (*n.input, *n.output)}
+    taken |= {t.name for t in graph.initializer}
+    counter = iter(range(1 << 30))
+
+    def fresh(stem: str) -> str:
+        while (name := f"gelu_{stem}_{next(counter)}") in taken:
+            pass
+        taken.add(name)
+        return name
+
+    def constant(value: float) -> str:
+        name = fresh("c")
+        graph.initializer.append(helper.make_tensor(name, 1, [], [value]))  # 1: FLOAT
+        return name
+
+    nodes = []
+    for node in graph.node:
+        if node.op_type != "Gelu" or node.domain not in ("", "ai.onnx"):
+            nodes.append(node)
+            continue
+        approximate = next((a.s.decode() for a in node.attribute if a.name == "approximate"), "")
+        x, y = node.input[0], node.output[0]
+        inner, gate, half = fresh("inner"), fresh("gate"), fresh("half")
+        if approximate == "tanh":
+            square, cube, scaled, summed = fresh("sq"), fresh("cube"), fresh("scaled"), fresh("sum")
+            nodes += [
+                helper.make_node("Mul", [x, x], [square]),
+                helper.make_node("Mul", [square, x], [cube]),
+                helper.make_node("Mul", [cube, constant(0.044715)], [scaled]),
+                helper.make_node("Add", [x, scaled], [summed]),
+                helper.make_node("Mul", [summed, constant(math.sqrt(2 / math.pi))], [inner]),
+                helper.make_node("Tanh", [inner], [gate]),
+            ]
+        else:
+            nodes += [
+                helper.make_node("Div", [x, constant(math.sqrt(2.0))], [inner]),
+                helper.make_node("Erf", [inner], [gate]),
+            ]
+        one_plus = fresh("one_plus")
+        nodes += [
+            helper.make_node("Add", [gate, constant(1.0)], [one_plus]),
+            helper.make_node("Mul", [x, constant(0.5)], [half]),
+            helper.make_node("Mul", [half, one_plus], [y]),
+        ]
+    del graph.node[:]
+    graph.node.extend(nodes)

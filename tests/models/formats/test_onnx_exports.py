@@ -121,3 +121,55 @@ def test_the_exporters_write_what_onnx2torch_alone_refuses(
         path = _file(exported, export_dir, "resnet18", exporter, True)
         with pytest.raises(Exception):  # noqa: B017  (onnx2torch raises several kinds)
             convert(onnx.load_model(str(path)))
+
+
+class _GeluNet(TinyNet):
+    """GELU, which both exporters write as opset 20's ``Gelu``."""
+
+    def __init__(self, approximate: str) -> None:
+        super().__init__(outputs=len(LABELS))
+        self.gelu = nn.GELU(approximate=approximate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.pool(self.gelu(self.conv(x))), 1))
+
+
+@pytest.mark.parametrize("approximate", ["none", "tanh"])
+@pytest.mark.parametrize("exporter", ["legacy", "dynamo"])
+def test_gelu_is_rewritten_to_its_definition(
+    tmp_path: Path, exporter: str, approximate: str
+) -> None:
+    torch.manual_seed(0)
+    net = _GeluNet(approximate).eval()
+    path = export_onnx(net, tmp_path / "gelu.onnx", exporter, dynamic=True)
+    loaded = load_model(path, make_card(LABELS), device=CPU)
+    x = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(6))
+    x_ours = x.clone().requires_grad_(True)
+    x_eager = x.clone().requires_grad_(True)
+    ours, eager = loaded.model(x_ours), net((x_eager - 0.5) / 0.25)
+    assert eager.abs().max() > 1e-3  # a network whose outputs say something
+    torch.testing.assert_close(ours, eager, rtol=1e-4, atol=1e-5)
+    ours.sum().backward()
+    eager.sum().backward()
+    assert x_ours.grad is not None
+    assert x_eager.grad is not None
+    torch.testing.assert_close(x_ours.grad, x_eager.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_the_dynamo_default_of_a_separate_weights_file_is_refused_with_the_fix(
+    tmp_path: Path,
+) -> None:
+    """Its default writes the weights beside the graph; one uploaded file cannot carry them."""
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript")
+    from models.errors import UnsafeModelFileError
+    from models.formats.onnx_checks import EXTERNAL_DATA_REFUSED
+
+    path = tmp_path / "split.onnx"
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_small_cnn(), (torch.rand(2, 3, SIZE, SIZE),), str(path), dynamo=True)
+    assert (tmp_path / "split.onnx.data").exists()
+    with pytest.raises(UnsafeModelFileError) as info:
+        load_model(path, make_card(LABELS), device=CPU)
+    assert info.value.message == EXTERNAL_DATA_REFUSED
+    assert "external_data=False" in info.value.message
