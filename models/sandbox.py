@@ -44,7 +44,7 @@ privileges a deployment may not have).
 Public API::
 
     SandboxLimits(wall_s=60.0, cpu_s=30, memory_bytes=4 GiB, queue_s=30.0)
-    SandboxPool(size=2)                  # .check(path, card, limits) -> CheckedUpload
+    SandboxPool(size=2)                  # .check(path, card, limits) -> CheckedUpload; .running
     check_model_file_isolated(path, card, *, limits=SandboxLimits(), pool=None)
         -> CheckedUpload                 # the shared default pool when pool is None
     CheckedUpload(card, sha256, size_bytes, format, info)   # .extension
@@ -135,6 +135,8 @@ class SandboxPool:
             raise ValueError("a sandbox pool needs at least one slot")
         self.size = size
         self._slots = threading.BoundedSemaphore(size)
+        self._running = 0
+        self._count_lock = threading.Lock()
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(_PRELOAD)
 
@@ -151,10 +153,22 @@ class SandboxPool:
                 f"all {self.size} model-check workers are busy; retry the upload later",
                 {"retry_after_s": max(1, round(limits.queue_s))},
             )
+        self._count(+1)
         try:
             return self._run(Path(path).resolve(), card, limits)
         finally:
+            self._count(-1)
             self._slots.release()
+
+    @property
+    def running(self) -> int:
+        """How many checks hold a slot now (for metrics and tests)."""
+        with self._count_lock:
+            return self._running
+
+    def _count(self, delta: int) -> None:
+        with self._count_lock:
+            self._running += delta
 
     def _run(self, path: Path, card: ModelCard, limits: SandboxLimits) -> CheckedUpload:
         workdir = tempfile.mkdtemp(prefix="robustdx-check-")

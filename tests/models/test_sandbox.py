@@ -114,7 +114,7 @@ def test_a_full_pool_answers_503_after_the_queue_wait(tmp_path: Path) -> None:
     worker.start()
     started.wait()
     try:
-        while small._slots._value != 0:  # the slot is taken once the occupant acquired it
+        while small.running == 0:  # until the occupant holds the only slot
             threading.Event().wait(0.01)
         with pytest.raises(ServiceUnavailableError, match="busy") as info:
             small.check(slow, make_card(), SandboxLimits(queue_s=0.1))
