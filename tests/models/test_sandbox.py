@@ -138,3 +138,57 @@ def test_the_module_function_uses_the_default_pool(tmp_path: Path) -> None:
 def test_limits_must_be_positive(kwargs: dict) -> None:
     with pytest.raises(ValueError, match="must"):
         SandboxLimits(**kwargs)
+
+
+def _report_confinement(conn, workdir: str, limits: SandboxLimits) -> None:
+    """Runs in a forkserver child: confine as a check would, then describe the process."""
+    import os
+    import resource
+
+    import torch
+
+    from models.sandbox import _confine
+
+    _confine(limits, workdir)
+    fds = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            fds[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+    conn.send(
+        {
+            "cwd": os.getcwd(),
+            "listing": os.listdir("."),
+            "cpu": resource.getrlimit(resource.RLIMIT_CPU),
+            "core": resource.getrlimit(resource.RLIMIT_CORE),
+            "address_space": resource.getrlimit(resource.RLIMIT_AS)[0],
+            "threads": torch.get_num_threads(),
+            "fds": sorted(fds.values()),
+        }
+    )
+
+
+def test_the_child_is_confined_and_inherits_no_open_files(
+    pool: SandboxPool, tmp_path: Path
+) -> None:
+    database = tmp_path / "robustdx.db"
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    limits = SandboxLimits(cpu_s=7, memory_bytes=GiB)
+    with database.open("wb") as held:  # a file the caller holds open, as the API its database
+        held.write(b"tenant rows")
+        receive, send = pool._context.Pipe(duplex=False)
+        child = pool._context.Process(target=_report_confinement, args=(send, str(workdir), limits))
+        child.start()
+        send.close()
+        assert receive.poll(60)
+        report = receive.recv()
+        child.join(10)
+    assert report["cwd"] == str(workdir)
+    assert report["listing"] == []
+    assert report["cpu"] == (7, 12)
+    assert report["core"] == (0, 0)
+    assert report["address_space"] > GiB  # the libraries' mappings plus the allowance
+    assert report["threads"] == 1
+    assert not [target for target in report["fds"] if str(tmp_path) in target]
