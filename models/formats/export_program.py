@@ -9,7 +9,8 @@ shape expressions (``expr_str``, range-constraint names) go through ``sympy.symp
 which is ``eval``. So, before anything is loaded, :func:`check_program_json`:
 
 - walks every node of every graph (higher-order operators such as ``cond``, ``map`` and
-  ``while_loop`` carry their branches and bodies as nested graphs) and accepts only
+  ``while_loop`` carry their branches and bodies as nested graphs), and every operator
+  passed as an argument, and accepts only
   targets of the form ``torch.ops.<namespace>.<op>[.<overload>]`` allowed by
   :mod:`models.formats.operators`, the control-flow operators of :data:`HIGHER_ORDER`, and
   the pure scalar functions of :data:`PYTHON_TARGETS` (symbolic-shape arithmetic);
@@ -200,16 +201,22 @@ def _classify(target: str, operators: set[str], foreign: set[str]) -> None:
 
 
 def _targets(tree: Any) -> Iterator[str]:
-    """The ``target`` of every node, at any depth (nested graphs included)."""
+    """Every operator name the loader resolves, at any depth (nested graphs included).
+
+    That is each node's ``target`` (nothing else in the schema has one) and each argument
+    passed as an operator (``as_operator``), which is resolved the same way.
+    """
     stack = [tree]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
-            if "target" in item and ("inputs" in item or "outputs" in item):
-                target = item["target"]
-                if not isinstance(target, str):
-                    raise InvalidModelFileError("a node of the exported program has no target")
-                yield target
+            for key in ("target", "as_operator"):
+                if key in item:
+                    if not isinstance(item[key], str):
+                        raise InvalidModelFileError(
+                            f"a node of the exported program has a {key} that is not a name"
+                        )
+                    yield item[key]
             stack.extend(item.values())
         elif isinstance(item, list):
             stack.extend(item)

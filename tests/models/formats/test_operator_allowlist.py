@@ -208,6 +208,19 @@ def test_export_targets_outside_the_allow_list_are_refused_before_loading(
     assert_normal_models_still_load(tmp_path)
 
 
+def test_operators_passed_as_arguments_are_checked(tmp_path: Path) -> None:
+    good = write_export(tiny_net(), tmp_path / "good.pt2")
+
+    def edit(program: dict) -> None:
+        node = program["graph_module"]["graph"]["nodes"][0]
+        node["inputs"].append({"name": "fn", "arg": {"as_operator": "torch.load"}, "kind": 1})
+
+    evil = rewrite_program_json(good, tmp_path / "arg.pt2", edit)
+    with pytest.raises(UnsafeModelFileError, match=r"torch\.load"):
+        load_model(evil, make_card(), device=CPU)
+    assert_normal_models_still_load(tmp_path)
+
+
 def test_symbolic_expressions_that_are_not_arithmetic_are_refused(tmp_path: Path) -> None:
     good = write_export(tiny_net(), tmp_path / "good.pt2")
 
