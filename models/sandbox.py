@@ -25,6 +25,8 @@ Apart from the service:
 - The child's working directory is a new empty temporary directory (removed afterwards),
   so relative paths in a model name nothing of the service's; core dumps are off
   (``RLIMIT_CORE`` 0); the child uses one CPU thread and loads on the CPU.
+- The child's answer crosses back as JSON (at most 1 MiB), never as a pickle: a child
+  that ran an uploaded model is not trusted to send objects the caller would unpickle.
 - At most ``size`` children run at once (:class:`SandboxPool`); a caller waits up to
   ``queue_s`` for a free slot and otherwise gets a
   :class:`~models.errors.ServiceUnavailableError` (503), so a burst of uploads queues
@@ -57,6 +59,7 @@ except the loaded network (which cannot cross a process boundary): ``card`` (wit
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import multiprocessing
 import shutil
@@ -71,7 +74,7 @@ from typing import Any
 from models import errors
 from models.card import ModelCard
 from models.errors import InvalidModelFileError, ModelLimitError, ServiceUnavailableError
-from models.formats import EXTENSIONS, ModelFormat
+from models.formats import EXTENSIONS, FORMATS, ModelFormat
 
 __all__ = [
     "CheckedUpload",
@@ -86,6 +89,7 @@ GiB = 1 << 30
 #: Imported once in the forkserver, so that each child starts with the loaders ready.
 _PRELOAD = ["models.loading", "models.formats.onnx_graph", "onnx", "onnx2torch"]
 _CPU_GRACE_S = 5  # hard RLIMIT_CPU above the soft one: SIGKILL if SIGXCPU did not end it
+_MAX_ANSWER = 1 << 20  # bytes: an answer is a card and a small info dict
 _OOM_MARKERS = ("can't allocate memory", "not enough memory", "std::bad_alloc", "out of memory")
 
 
@@ -94,7 +98,8 @@ class SandboxLimits:
     """Limits of one upload check; the defaults are generous for a hospital's classifiers.
 
     Attributes:
-        wall_s: seconds the caller waits for the check, start-up included.
+        wall_s: seconds the caller waits for the check once its child is forked (the
+            forkserver's one-time start, which imports the loaders, is not counted).
         cpu_s: CPU seconds the child may use (all its threads together).
         memory_bytes: bytes of address space the child may add to the libraries' mappings.
         queue_s: seconds to wait for a free slot of the pool.
@@ -188,8 +193,7 @@ class SandboxPool:
                 raise ServiceUnavailableError("the model-check worker could not start") from exc
             send.close()
             if receive.poll(limits.wall_s):
-                with contextlib.suppress(EOFError):  # EOF: the child died before answering
-                    message = receive.recv()
+                message = _receive(receive)
             else:
                 timed_out = True
         finally:
@@ -203,8 +207,20 @@ class SandboxPool:
         return _answer(message, limits)
 
 
+def _receive(conn: Connection) -> tuple[Any, ...] | None:
+    """The child's answer: JSON, never a pickle, since the child ran an uploaded model."""
+    try:
+        raw = conn.recv_bytes(_MAX_ANSWER)
+        message = json.loads(raw)
+    except (EOFError, OSError, ValueError):  # died before answering, or sent garbage
+        return None
+    return tuple(message) if isinstance(message, list) and message else None
+
+
 def _stop(child: multiprocessing.process.BaseProcess, *, wait: bool) -> None:
     """Let a child that answered exit; kill one past its wall time or that lingers."""
+    if child.pid is None:  # never started
+        return
     if wait:
         child.join(timeout=5)
     if child.is_alive():
@@ -240,12 +256,23 @@ def _limit_error(limit: str, value: float) -> ModelLimitError:
 
 def _answer(message: tuple[Any, ...], limits: SandboxLimits) -> CheckedUpload:
     kind = message[0]
-    if kind == "ok":
+    if kind == "ok" and len(message) == 6:
         card, sha256, size_bytes, fmt, info = message[1:]
-        return CheckedUpload(ModelCard.model_validate_json(card), sha256, size_bytes, fmt, info)
+        if (
+            isinstance(card, str)
+            and isinstance(sha256, str)
+            and isinstance(size_bytes, int)
+            and fmt in FORMATS
+            and isinstance(info, dict)
+        ):
+            return CheckedUpload(ModelCard.model_validate_json(card), sha256, size_bytes, fmt, info)
     if kind == "memory":
         raise _limit_error("memory", limits.memory_bytes)
+    if kind != "error" or len(message) != 4:
+        raise InvalidModelFileError("the model check gave no usable answer")
     _, name, text, details = message
+    if not (isinstance(name, str) and isinstance(text, str) and isinstance(details, dict)):
+        raise InvalidModelFileError("the model check gave no usable answer")
     cls = getattr(errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, errors.RobustDxError)):
         cls = InvalidModelFileError
@@ -296,8 +323,8 @@ def _child_main(
         message = _check(Path(path), card_json)
     except BaseException as exc:  # the child must answer, whatever the upload did
         message = ("memory",) if _out_of_memory(exc) else _error_message(exc)
-    with contextlib.suppress(OSError):
-        conn.send(message)
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        conn.send_bytes(json.dumps(message).encode())
         conn.close()
 
 

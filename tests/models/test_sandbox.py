@@ -192,3 +192,34 @@ def test_the_child_is_confined_and_inherits_no_open_files(
     assert report["address_space"] > GiB  # the libraries' mappings plus the allowance
     assert report["threads"] == 1
     assert not [target for target in report["fds"] if str(tmp_path) in target]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [b"\x80\x04K\x01.", b"not json", b"{}", b"[]"],  # a pickle is never unpickled
+)
+def test_an_unreadable_answer_from_the_child_counts_as_none(
+    pool: SandboxPool, answer: bytes
+) -> None:
+    from models.sandbox import _receive
+
+    receive, send = pool._context.Pipe(duplex=False)
+    send.send_bytes(answer)
+    assert _receive(receive) is None
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        ("ok", 1, 2),
+        ("error", "RobustDxError", 5, {}),
+        ("ok", "{}", "x", "big", "torchscript", {}),
+        ("surprise",),
+    ],
+)
+def test_a_malformed_answer_from_the_child_is_refused(message: tuple) -> None:
+    from models.errors import InvalidModelFileError
+    from models.sandbox import _answer
+
+    with pytest.raises(InvalidModelFileError, match="no usable answer"):
+        _answer(message, SandboxLimits())
