@@ -1,6 +1,7 @@
 """The model registry: storing checked uploads, tenant-scoped look-ups, downloads.
 
-The DB-free work (hash, safe load, dry run) is :func:`models.loading.check_model_file`;
+The DB-free work (hash, safe load, dry run) is :func:`models.loading.check_model_file`, run
+in a sandboxed child process (:mod:`models.sandbox`);
 this module stores what it accepted under ``Storage.model_dir(id)`` (``model{ext}`` and
 ``card.json`` with the sha256 filled in) and records a :class:`ModelRow`. Workers reuse
 :func:`register_model_file` (hardened models of defense jobs) and
@@ -21,10 +22,12 @@ from sqlalchemy.orm import Session
 
 from app.core.db import JobRow, ModelRow
 from app.core.db.tables import new_id
+from app.core.settings import Settings
 from app.core.storage import Storage, write_atomic
 from models.card import ModelCard
 from models.errors import ConflictError, InvalidParametersError, NotFoundError
-from models.loading import EXTENSIONS, check_model_file, load_model
+from models.loading import EXTENSIONS, load_model
+from models.sandbox import CheckedUpload, SandboxLimits, check_model_file_isolated
 from models.wrapper import DiagnosticModel
 
 logger = logging.getLogger(__name__)
@@ -38,6 +41,20 @@ def model_path(storage: Storage, row: ModelRow) -> Path:
     return storage.model_dir(row.id) / f"model{EXTENSIONS[row.format]}"
 
 
+def sandbox_limits(settings: Settings) -> SandboxLimits:
+    """The upload check's limits from the settings."""
+    return SandboxLimits(wall_s=settings.model_check_wall_seconds,
+                         cpu_s=settings.model_check_cpu_seconds,
+                         memory_bytes=settings.model_check_memory_bytes,
+                         queue_s=settings.model_check_queue_seconds)
+
+
+def check_upload(path: Path, card: ModelCard, limits: SandboxLimits | None) -> CheckedUpload:
+    """The one place an uploaded file is loaded and dry-run: in a child process of a small
+    bounded pool (never a request thread), killed past its CPU, memory or wall-time limit."""
+    return check_model_file_isolated(path, card, limits=limits)
+
+
 def register_model_file(
     session: Session,
     storage: Storage,
@@ -46,10 +63,11 @@ def register_model_file(
     card: ModelCard,
     *,
     lineage: Mapping[str, Any] | None = None,
-    device: torch.device | str | None = None,
     keep_source: bool = False,
+    limits: SandboxLimits | None = None,
 ) -> ModelRow:
-    """Check a model file (safe load + dry run) and register it for ``tenant_id``.
+    """Check a model file (safe load + dry run, in a sandboxed child process under
+    ``limits``: see :mod:`models.sandbox`) and register it for ``tenant_id``.
 
     The file is moved into the store (copied with ``keep_source=True``). Nothing is left
     in the store when the file is refused. The row is flushed, not committed: the caller's
@@ -59,7 +77,7 @@ def register_model_file(
         UnsafeModelFileError, InvalidModelFileError, InvalidCardError: see
             :func:`models.loading.load_model`.
     """
-    checked = check_model_file(path, card, device=device)
+    checked = check_upload(path, card, limits)
     model_id = new_id()
     folder = storage.model_dir(model_id)
     try:
@@ -77,7 +95,7 @@ def register_model_file(
             sha256=checked.sha256,
             size_bytes=checked.size_bytes,
             card=checked.card.model_dump(mode="json"),
-            info=checked.loaded.info,
+            info=checked.info,
             lineage=dict(lineage) if lineage is not None else None,
         )
         session.add(row)

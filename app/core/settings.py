@@ -46,6 +46,15 @@ class Settings(BaseSettings):
                                            description="First retry delay; doubles each time.")
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    model_check_wall_seconds: float = Field(
+        default=60.0, gt=0, description="Wall-time limit of an upload's load and dry run.")
+    model_check_cpu_seconds: int = Field(
+        default=30, ge=1, description="CPU-time limit of an upload's load and dry run.")
+    model_check_memory_bytes: int = Field(
+        default=4 * 1024**3, ge=256 * 1024**2,
+        description="Memory an upload's check may allocate beyond the loaded libraries.")
+    model_check_queue_seconds: float = Field(
+        default=30.0, gt=0, description="How long an upload waits for a free check slot.")
     signing_key_file: Path | None = Field(
         default=None,
         description="Ed25519 private key (PEM) that signs report bundles; generated in the "

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
 from app.core.db import Database
 from app.core.registry import find_by_sha256, register_model_file
 from app.core.storage import Storage
@@ -21,9 +19,7 @@ from models.loading import sha256_file
 logger = logging.getLogger(__name__)
 
 
-def register_zoo(
-    db: Database, storage: Storage, tenant_id: str, *, device: torch.device | str = "cpu"
-) -> list[str]:
+def register_zoo(db: Database, storage: Storage, tenant_id: str) -> list[str]:
     """Register every zoo model for ``tenant_id`` once; returns their model ids in zoo order.
 
     A zoo model that fails its checks is logged and skipped; the others are registered.
@@ -46,7 +42,6 @@ def register_zoo(
                     entry.weights_path,
                     entry.card,
                     lineage={"source": "zoo", "zoo_name": entry.name},
-                    device=device,
                     keep_source=True,
                 )
             except RobustDxError as exc:

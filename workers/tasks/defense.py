@@ -129,7 +129,7 @@ def train(job_id: str) -> None:
             new_card = new_card.model_copy(update=update)
             with rt.db.session() as session:
                 new_row = register_model_file(session, rt.storage, job.tenant_id, path,
-                                              new_card, lineage=lineage, device=rt.device)
+                                              new_card, lineage=lineage)
                 new_id = new_row.id
         sections = [training_section(result.history), comparison_section(before, after)]
         _write_report(rt, job_id, req, before, after, sections, new_id, result)

@@ -37,13 +37,14 @@ from app.core.registry import (
     get_model,
     list_models,
     register_model_file,
+    sandbox_limits,
 )
 from app.core.storage import Storage
 from app.core.tenants import authenticate
 from models.card import ModelCard
-from models.device import resolve_device
 from models.errors import ImageTooLargeError, InvalidInputError, PayloadTooLargeError
 from models.loading import parse_card
+from models.sandbox import SandboxLimits
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
@@ -135,12 +136,11 @@ def _tenant_id(db: Database, authorization: str | None) -> str:
 
 
 def _register(
-    db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard, device: str
+    db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard,
+    limits: SandboxLimits,
 ) -> ModelRow:
     with db.session() as session:
-        return register_model_file(
-            session, storage, tenant_id, path, card, device=resolve_device(device)
-        )
+        return register_model_file(session, storage, tenant_id, path, card, limits=limits)
 
 
 def _authorized_model(db: Database, authorization: str | None, model_id: str) -> ModelRow:
@@ -196,7 +196,8 @@ async def post_model(
         card = parse_card(form.fields["card"])
         assert upload[0].path is not None
         row = await run_in_threadpool(
-            _register, state.db, storage, tenant_id, upload[0].path, card, settings.device
+            _register, state.db, storage, tenant_id, upload[0].path, card,
+            sandbox_limits(settings),
         )
     finally:
         form.cleanup()
