@@ -163,19 +163,23 @@ def test_release_gate_on_a_baseline(live: Service, key: str, registered: dict[st
     assert worse.returncode == 1, worse.stderr + worse.stdout
     assert "verdict: fail" in worse.stdout
     suite = ET.parse(tmp_path / "worse" / "report.xml").getroot()
-    cases = {c.get("name"): c.find("failure") is not None for c in suite.iter("testcase")}
-    assert cases == {f"max_regression.accuracy[{PGD_KEY}]": True,
-                     "max_regression.accuracy[clean]": True}
+    failed = {c.get("name"): c.find("failure") is not None for c in suite.iter("testcase")}
     report = json.loads((tmp_path / "worse" / "report.json").read_text())
     rows = {(r["metric"], r["setting"]): r for r in report["sections"]["comparison"]["rows"]}
+    # One JUnit case per rule, failing exactly when the comparison row is not within margin.
+    assert failed == {f"max_regression.accuracy[{setting}]": not rows[("accuracy", setting)][
+        "passed"] for setting in (PGD_KEY, "clean")}
     clean = rows[("accuracy", "clean")]
+    assert failed["max_regression.accuracy[clean]"] is True  # an untrained model: worse
     assert clean["regression"] == pytest.approx(clean["baseline"] - clean["candidate"])
+    assert clean["regression"] > clean["margin"]
     assert clean["ci"][0] <= clean["regression"] <= clean["ci"][1]
+    assert clean["ci"][1] > clean["margin"]
 
     candidate_id = report["job"]["id"]
-    compared = _json(robustdx(live, key, "audit", "compare", candidate_id, baseline_id,
-                              "--json"))
-    assert isinstance(compared, dict)
+    as_json = robustdx(live, key, "audit", "compare", candidate_id, baseline_id, "--json")
+    assert as_json.returncode == 1  # a rule of the candidate's policy fails
+    compared = json.loads(as_json.stdout)
     assert compared["rows"] == report["sections"]["comparison"]["rows"]
     table = robustdx(live, key, "audit", "compare", candidate_id, baseline_id)
     assert table.returncode == 1

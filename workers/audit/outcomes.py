@@ -25,10 +25,12 @@ BASELINE_KEYS = ("baseline", "max_regression")
 
 def write_outcomes(job_dir: Path, arrays: Mapping[str, np.ndarray], card: ModelCard,
                    keys: list[str]) -> None:
-    """``per_image.npz`` for the images that every setting attacked."""
+    """``per_image.npz`` for the images that every setting attacked, from the arrays the
+    ``quantitative`` analysis collected (none when it did not run)."""
+    prefix = "quantitative/"
+    arrays = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
     if "clean_probs" not in arrays:
         return
-    arrays = dict(arrays)
     thresholds = card.threshold_vector() if card.task == "multi-label" else None
     positions, rows = clean_rows(arrays, "clean_probs")
     labels = arrays["labels"][rows]
