@@ -73,7 +73,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     return JSONResponse(
-        error_body("invalid_request", f"{where}: {first['msg']}", {"errors": errors}), 422
+        error_body("invalid_request", f"{where}: {first['msg']}",
+                   {"field": where, "errors": errors}), 422
     )
 
 
