@@ -11,6 +11,7 @@ so neither reaches the client as a 500.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -82,11 +83,28 @@ _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
                413: "payload_too_large", 415: "unsupported_media_type"}
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the API documents at this path (Starlette's 405 names only those of
+    the first route whose path matched, so ``OPTIONS /v1/models`` said ``Allow: POST``).
+    None for a path the OpenAPI document does not describe."""
+    methods: set[str] = set()
+    for template, item in request.app.openapi().get("paths", {}).items():
+        pattern = re.sub(r"\{[^}:]+:path\}", ".+", template)
+        pattern = re.sub(r"\{[^}]+\}", "[^/]+", pattern)
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {m.upper() for m in item}
+    return ", ".join(sorted(methods)) if methods else None
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
+    headers = dict(getattr(exc, "headers", None) or {})
+    allowed = _allowed_methods(request) if exc.status_code == 405 else None
+    if allowed:
+        headers["Allow"] = allowed
     return JSONResponse(error_body(code, str(exc.detail)), exc.status_code,
-                        headers=getattr(exc, "headers", None))
+                        headers=headers or None)
 
 
 async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:

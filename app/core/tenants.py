@@ -98,14 +98,14 @@ def check_operator(authorization: str | None, metrics_token: str | None) -> None
     """Allow the operator's views (``/metrics``) only with ``Bearer <metrics token>``.
 
     Raises:
-        NotFoundError: no token is configured: the views are off (they count every
-            tenant's jobs and requests, so they are never public).
-        AuthenticationError: a missing, malformed or wrong token.
+        AuthenticationError: no credential, a malformed one, or the wrong token.
+        NotFoundError: a credential was given but no token is configured: the views are
+            off (they count every tenant's jobs and requests, so they are never public).
     """
+    token = bearer_token(authorization, "metrics token")
     if not metrics_token:
         raise NotFoundError("metrics are disabled; the operator enables them by setting "
                             "ROBUSTDX_METRICS_TOKEN")
-    token = bearer_token(authorization, "metrics token")
     if not same_secret(token, metrics_token):
         raise AuthenticationError("this endpoint needs the metrics token")
 

@@ -72,11 +72,16 @@ def test_same_secret() -> None:
 
 
 def test_metrics_are_off_without_a_token(tenant: Tenant) -> None:
-    for headers in ({}, tenant.auth, ADMIN):
+    """No token configured: whatever the credential, nothing is shown (401 without one,
+    404 with one: the route is off)."""
+    tenant.add_job("audit", {"model_id": "m"})
+    for headers, status in (({}, 401), (tenant.auth, 404), (ADMIN, 404),
+                            ({"Authorization": "Bearer anything"}, 404)):
         response = tenant.client.get("/metrics", headers=headers)
-        assert response.status_code == 404
+        assert response.status_code == status
         assert "robustdx_jobs" not in response.text
-        assert response.json()["error"]["code"] == "not_found"
+        assert response.json()["error"]["code"] == ("not_found" if status == 404
+                                                    else "unauthenticated")
 
 
 def test_metrics_need_the_operator_token(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 import anyio
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
@@ -31,6 +32,8 @@ from models.errors import InvalidInputError, PayloadTooLargeError, RobustDxError
 
 _FLUSH_BYTES = 1 << 20
 DEFAULT_PART_HEADER_BYTES = 8 * 1024
+#: Headers one part may have: it needs Content-Disposition and perhaps Content-Type.
+MAX_PART_HEADERS = 16
 
 
 def _too_large(name: str | None, limit: int) -> RobustDxError:
@@ -288,6 +291,8 @@ async def read_form(
             "on_header_end": reader.on_header_end,
             "on_headers_finished": reader.on_headers_finished,
         },
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=max_part_header_bytes,
     )
     received = 0
     try:
@@ -314,7 +319,16 @@ def _write(parser: MultipartParser, chunk: bytes) -> None:
         parser.write(chunk)
     except RobustDxError:
         raise
-    except Exception as exc:  # python-multipart's parse errors
+    except MultipartParseError as exc:
+        if str(exc).startswith("Maximum header"):  # the limits read_form set
+            raise PayloadTooLargeError(
+                f"a part's headers are over the limits ({MAX_PART_HEADERS} headers, "
+                f"{parser.max_header_size} bytes each)",
+                {"max_part_headers": MAX_PART_HEADERS,
+                 "max_part_header_bytes": parser.max_header_size},
+            ) from exc
+        raise InvalidInputError(f"malformed multipart body: {str(exc)[:200]}") from exc
+    except Exception as exc:  # python-multipart's other errors
         raise InvalidInputError(f"malformed multipart body: {str(exc)[:200]}") from exc
 
 
