@@ -3,11 +3,13 @@ the one timestamp format (UTC, ISO 8601, ``Z``)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, Query
 from pydantic import BaseModel, BeforeValidator, Field, PlainSerializer, WithJsonSchema
+
+from app.core.timestamps import as_utc, format_utc
 
 
 class ErrorDetail(BaseModel):
@@ -21,16 +23,7 @@ class ErrorResponse(BaseModel):
 
 
 def _utc(value: Any) -> Any:
-    # SQLite hands back naive datetimes; every timestamp was written in UTC.
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return value
-
-
-def format_utc(value: datetime) -> str:
-    """``2026-12-01T08:36:05.123456Z``: the one timestamp format of the API."""
-    aware = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    return aware.isoformat().replace("+00:00", "Z")
+    return as_utc(value) if isinstance(value, datetime) else value
 
 
 #: A timestamp, always answered in UTC with a ``Z``.
