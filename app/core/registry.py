@@ -123,6 +123,22 @@ def check_name_free(
         )
 
 
+def unused_name(session: Session, tenant_id: str, name: str, limit: int = 200) -> str:
+    """``name``, or ``name #2``, ``name #3``... whichever the tenant has not used, at most
+    ``limit`` characters: for models the service names itself (a defense job's hardened
+    model), which must not collide with an uploaded one."""
+    taken = set(session.scalars(
+        select(ModelRow.name).where(ModelRow.tenant_id == tenant_id,
+                                    ModelRow.name.startswith(name[: limit - 8]))
+    ))
+    candidate, n = name[:limit], 1
+    while candidate in taken:
+        n += 1
+        suffix = f" #{n}"
+        candidate = name[: limit - len(suffix)] + suffix
+    return candidate
+
+
 def find_by_sha256(session: Session, tenant_id: str, sha256: str) -> ModelRow | None:
     return session.scalar(
         select(ModelRow)

@@ -44,3 +44,20 @@ def test_a_bad_file_is_422_even_with_a_taken_name(api: Api, tmp_path: Path) -> N
     bad = write_malicious_pickle(tmp_path / "x.pkl", tmp_path / "marker")
     response = api.upload(bad, card_dict(name="derm", architecture="small_cnn"))
     assert response.status_code == 422
+
+
+def test_names_the_service_gives_never_collide(api: Api, tmp_path: Path) -> None:
+    from app.core.db import get_database
+    from app.core.registry import unused_name
+    from app.core.tenants import authenticate
+
+    path = write_torchscript(tiny_net(), tmp_path / "m.pt")
+    api.register(path, card_dict(name="derm (pgd_at)"))
+    api.register(path, card_dict(name="derm (pgd_at) #2"))
+    db = get_database(f"sqlite:///{(api.data_dir / 'robustdx.db').resolve()}")
+    with db.session() as session:
+        tenant_id = authenticate(session, f"Bearer {api.key}").id
+        assert unused_name(session, tenant_id, "derm (pgd_at)") == "derm (pgd_at) #3"
+        assert unused_name(session, tenant_id, "chest") == "chest"
+        long = unused_name(session, tenant_id, "d" * 300)
+        assert long == "d" * 200
