@@ -89,7 +89,7 @@ def test_the_openapi_document_survives_its_fuzzer(tmp_path: Path, broker: Broker
              "--max-examples", str(EXAMPLES), "--generation-deterministic",
              "--suppress-health-check", "all", "--report", "json",
              "--report-json-path", str(report)],
-            capture_output=True, text=True, timeout=1200, cwd=ROOT,
+            capture_output=True, text=True, timeout=540, cwd=ROOT,
             env={**os.environ, "ROBUSTDX_FUZZ_IDS": json.dumps(ids),
                  "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                              os.environ.get("PYTHONPATH")]))},
