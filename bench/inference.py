@@ -44,6 +44,7 @@ from models.imaging import decode_image, to_model_input  # noqa: E402
 from models.loading import load_model  # noqa: E402
 
 ADMIN_KEY = "bench-admin-key"
+METRICS_TOKEN = "bench-metrics-token"
 SIZE = 64
 CARD = {
     "name": "bench-resnet18-64",
@@ -126,6 +127,7 @@ def start_service(
         "ROBUSTDX_REGISTER_ZOO": "false",
         "ROBUSTDX_ENVIRONMENT": "test",
         "ROBUSTDX_ADMIN_KEY": ADMIN_KEY,
+        "ROBUSTDX_METRICS_TOKEN": METRICS_TOKEN,
         "ROBUSTDX_DEVICE": device,
         "ROBUSTDX_BATCH_MAX_SIZE": "32",
         "OMP_NUM_THREADS": str(threads),
@@ -222,7 +224,8 @@ async def _http_concurrent(
 
 def batch_stats(base: str) -> tuple[float, float]:
     """(images, forward passes) from the service's batch-size histogram."""
-    text = httpx.get(f"{base}/metrics", timeout=30).text
+    text = httpx.get(f"{base}/metrics", timeout=30,
+                     headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
     values = {"sum": 0.0, "count": 0.0}
     for line in text.splitlines():
         for kind in values:

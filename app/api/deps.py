@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.core.db import Database, Tenant, get_database
 from app.core.settings import Settings
 from app.core.storage import Storage
-from app.core.tenants import authenticate, check_admin
+from app.core.tenants import authenticate, check_admin, check_operator
 
 
 def app_settings(request: Request) -> Settings:
@@ -60,6 +60,13 @@ def get_tenant(
 TenantDep = Annotated[Tenant, Depends(get_tenant)]
 
 
+def tenant_id_for(db: Database, authorization: str | None) -> str:
+    """The key's tenant, checked in a session of its own (for upload routes, which check
+    the key before reading the body and hold no session while it streams)."""
+    with db.session() as session:
+        return authenticate(session, authorization).id
+
+
 def require_admin(
     settings: SettingsDep,
     authorization: Annotated[str | None, Header(description="Bearer <admin key>")] = None,
@@ -68,3 +75,13 @@ def require_admin(
 
 
 AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def require_operator(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(description="Bearer <metrics token>")] = None,
+) -> None:
+    check_operator(authorization, settings.metrics_token)
+
+
+OperatorDep = Annotated[None, Depends(require_operator)]

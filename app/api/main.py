@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.docs import install_docs
 from app.api.errors import install_error_handlers
 from app.api.idempotency import IdempotencyMiddleware
 from app.api.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -34,8 +35,10 @@ DESCRIPTION = """
 RobustDx serves diagnoses from registered medical image classifiers and audits their
 robustness to adversarial attacks and common perturbations.
 
-Authenticate with `Authorization: Bearer <api key>`. Every resource belongs to a tenant;
-another tenant's ids answer 404. Errors are `{"error": {"code", "message", "details"}}`.
+Authenticate with `Authorization: Bearer <api key>` ("Authorize" above). Every resource
+belongs to a tenant; another tenant's ids answer 404. Errors are
+`{"error": {"code", "message", "details"}}` with a 4xx status for anything the client can
+fix; timestamps are UTC in ISO 8601 with a `Z`.
 """
 
 
@@ -89,15 +92,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(MetricsMiddleware)
+    install_docs(app)
 
     app.include_router(health.router)
     app.include_router(tenants.router)
     app.include_router(jobs.router)
+    app.include_router(audits.job_routes)
+    app.include_router(defenses.job_routes)
     app.include_router(models.router)
     app.include_router(checks.router)
     app.include_router(datasets.router)

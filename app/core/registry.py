@@ -121,6 +121,42 @@ def get_model(session: Session, tenant_id: str, model_id: str) -> ModelRow:
     return row
 
 
+def check_name_free(
+    session: Session, tenant_id: str, name: str, except_id: str | None = None
+) -> None:
+    """409 when the tenant already has a model called ``name`` (other than ``except_id``).
+
+    Uploaded models' names are unique per tenant, so a name picks one model (the CLI and
+    the report name models by it).
+    """
+    query = select(ModelRow.id).where(ModelRow.tenant_id == tenant_id, ModelRow.name == name)
+    if except_id is not None:
+        query = query.where(ModelRow.id != except_id)
+    existing = session.scalar(query.limit(1))
+    if existing is not None:
+        raise ConflictError(
+            f"a model named {name!r} exists (id {existing}); names are unique per tenant: "
+            "delete it or choose another name",
+            {"name": name, "model_id": existing},
+        )
+
+
+def unused_name(session: Session, tenant_id: str, name: str, limit: int = 200) -> str:
+    """``name``, or ``name #2``, ``name #3``... whichever the tenant has not used, at most
+    ``limit`` characters: for models the service names itself (a defense job's hardened
+    model), which must not collide with an uploaded one."""
+    taken = set(session.scalars(
+        select(ModelRow.name).where(ModelRow.tenant_id == tenant_id,
+                                    ModelRow.name.startswith(name[: limit - 8]))
+    ))
+    candidate, n = name[:limit], 1
+    while candidate in taken:
+        n += 1
+        suffix = f" #{n}"
+        candidate = name[: limit - len(suffix)] + suffix
+    return candidate
+
+
 def find_by_sha256(session: Session, tenant_id: str, sha256: str) -> ModelRow | None:
     return session.scalar(
         select(ModelRow)

@@ -71,6 +71,16 @@ class Settings(BaseSettings):
     max_dataset_uncompressed_bytes: int = 16 * 1024**3
     max_files_per_request: int = 64
 
+    # HTTP surface (each explained in docs/security.md, "HTTP surface").
+    metrics_token: str | None = Field(
+        default=None,
+        description="Bearer token that /metrics requires; unset, /metrics is off (404).",
+    )
+    max_part_header_bytes: int = Field(
+        default=8 * 1024, ge=256, le=1024**2,
+        description="Bytes of headers one multipart part may carry.",
+    )
+
     # In-process inference.
     api_workers: int = Field(
         default=1, ge=1, le=64,

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app.core.db import ApiKey, Tenant
 from app.core.settings import Settings
 from app.core.storage import write_atomic
-from models.errors import AuthenticationError, ConflictError
+from models.errors import AuthenticationError, ConflictError, NotFoundError
 
 KEY_PREFIX = "rdx_"
 
@@ -51,14 +51,34 @@ def ensure_tenant(session: Session, name: str, api_key: str) -> Tenant:
     return tenant
 
 
-def authenticate(session: Session, authorization: str | None) -> Tenant:
-    """Resolve ``Authorization: Bearer <key>`` to a tenant, or raise 401."""
+def bearer_token(authorization: str | None, what: str = "api key") -> str:
+    """The token of ``Authorization: Bearer <token>``, or 401 for any other shape.
+
+    The scheme is case-insensitive (RFC 9110, section 11.1); ``Basic``, a bare token or an
+    empty one are refused rather than read as a key.
+    """
     if not authorization:
-        raise AuthenticationError("missing Authorization header; use 'Bearer <api key>'")
-    scheme, _, key = authorization.partition(" ")
-    if scheme.lower() != "bearer" or not key.strip():
-        raise AuthenticationError("Authorization must be 'Bearer <api key>'")
-    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key.strip())))
+        raise AuthenticationError(f"missing Authorization header; use 'Bearer <{what}>'")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise AuthenticationError(f"Authorization must be 'Bearer <{what}>'")
+    return token
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of two secrets. Their SHA-256 digests are compared, so
+    neither the content nor the length of ``expected`` shows in the timing."""
+    return hmac.compare_digest(hash_key(given).encode(), hash_key(expected).encode())
+
+
+def authenticate(session: Session, authorization: str | None) -> Tenant:
+    """Resolve ``Authorization: Bearer <key>`` to a tenant, or raise 401.
+
+    Keys are looked up by their SHA-256 hash, so no stored key is compared byte by byte.
+    """
+    key = bearer_token(authorization)
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
     if row is None:
         raise AuthenticationError("invalid API key")
     tenant = session.get(Tenant, row.tenant_id)
@@ -68,9 +88,26 @@ def authenticate(session: Session, authorization: str | None) -> Tenant:
 
 
 def check_admin(authorization: str | None, admin_key: str) -> None:
-    _, _, key = (authorization or "").partition(" ")
-    if not key or not hmac.compare_digest(key.strip().encode(), admin_key.encode()):
+    """401 unless ``authorization`` is ``Bearer <admin key>`` (compared in constant time)."""
+    key = bearer_token(authorization, "admin key")
+    if not same_secret(key, admin_key):
         raise AuthenticationError("this endpoint needs the admin key")
+
+
+def check_operator(authorization: str | None, metrics_token: str | None) -> None:
+    """Allow the operator's views (``/metrics``) only with ``Bearer <metrics token>``.
+
+    Raises:
+        AuthenticationError: no credential, a malformed one, or the wrong token.
+        NotFoundError: a credential was given but no token is configured: the views are
+            off (they count every tenant's jobs and requests, so they are never public).
+    """
+    token = bearer_token(authorization, "metrics token")
+    if not metrics_token:
+        raise NotFoundError("metrics are disabled; the operator enables them by setting "
+                            "ROBUSTDX_METRICS_TOKEN")
+    if not same_secret(token, metrics_token):
+        raise AuthenticationError("this endpoint needs the metrics token")
 
 
 def dev_api_key(settings: Settings) -> str:

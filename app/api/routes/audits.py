@@ -1,57 +1,44 @@
+"""``/v1/audits``: submit, list/status/cancel (the shared job routes), reports, artifacts."""
+
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Query, Response, status
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, Response, status
+from fastapi.responses import FileResponse, StreamingResponse
 
 from app.api.deps import DatabaseDep, SessionDep, SettingsDep, StorageDep, TenantDep
+from app.api.routes.jobs import job_router
 from app.api.schemas.audits import AuditRequest
-from app.api.schemas.common import ERRORS, ErrorResponse
-from app.api.schemas.jobs import JobPage, JobStatus
+from app.api.schemas.common import ERRORS, WORK_ERRORS, responses
+from app.api.schemas.jobs import JobStatus
+from app.api.services.artifacts import audit_files, stream_zip
 from app.api.services.audits import (
+    REPORT_FILES,
     artifact_path,
     finished_audit,
     list_artifacts,
     report_path,
     submit_audit,
 )
-from app.core.jobs import get_job, list_jobs, request_cancel
+from app.api.services.jobs import job_status
 
 router = APIRouter(prefix="/v1/audits", tags=["audits"], responses=ERRORS)
-NOT_READY: dict[int | str, dict[str, Any]] = {
-    409: {"model": ErrorResponse, "description": "The audit has not succeeded (yet)"}
-}
+NOT_READY = responses(409, _409="The audit has not succeeded (yet)")
 
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobStatus,
-             summary="Submit a robustness audit")
+             responses=WORK_ERRORS, summary="Submit a robustness audit")
 def post_audit(body: AuditRequest, response: Response, session: SessionDep, db: DatabaseDep,
                settings: SettingsDep, tenant: TenantDep) -> JobStatus:
     job = submit_audit(session, db, settings, tenant.id, body)
     response.headers["Location"] = f"/v1/audits/{job.id}"
-    return JobStatus.from_row(job)
+    return job_status(session, job)
 
 
-@router.get("", response_model=JobPage, summary="List audits, newest first")
-def get_audits(session: SessionDep, tenant: TenantDep,
-               limit: Annotated[int, Query(ge=1, le=200)] = 50,
-               offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
-    rows, total = list_jobs(session, tenant.id, "audit", limit, offset)
-    return JobPage(items=[JobStatus.from_row(r) for r in rows], total=total, limit=limit,
-                   offset=offset)
-
-
-@router.get("/{audit_id}", response_model=JobStatus, summary="Status of an audit")
-def get_audit(audit_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
-    return JobStatus.from_row(get_job(session, tenant.id, audit_id, kind="audit"))
-
-
-@router.post("/{audit_id}/cancel", response_model=JobStatus, summary="Cancel an audit")
-def cancel_audit(audit_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
-    job = get_job(session, tenant.id, audit_id, kind="audit")
-    return JobStatus.from_row(request_cancel(session, job))
+#: List, status and cancel: the routes every kind of job shares.
+job_routes = job_router("/v1/audits", "audits", "audit", "audit")
 
 
 @router.get("/{audit_id}/report", responses=NOT_READY, response_class=FileResponse,
@@ -83,6 +70,23 @@ def get_artifacts(audit_id: str, session: SessionDep, storage: StorageDep,
                   tenant: TenantDep) -> dict[str, Any]:
     job = finished_audit(session, tenant.id, audit_id)
     return {"items": list_artifacts(storage, job)}
+
+
+@router.get(
+    "/{audit_id}/artifacts.zip",
+    responses={**NOT_READY, 200: {"content": {"application/zip": {}},
+                                  "description": "The reports and every artifact"}},
+    response_class=StreamingResponse,
+    summary="The reports and every artifact in one zip (streamed)",
+)
+def get_artifacts_zip(audit_id: str, session: SessionDep, storage: StorageDep,
+                      tenant: TenantDep) -> StreamingResponse:
+    job = finished_audit(session, tenant.id, audit_id)
+    files = audit_files(storage, job.id, REPORT_FILES.values())
+    return StreamingResponse(
+        stream_zip(files), media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="audit-{job.id}.zip"'},
+    )
 
 
 @router.get("/{audit_id}/artifacts/{name:path}", responses=NOT_READY,

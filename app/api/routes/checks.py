@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Response, status
 
 from app.api.deps import DatabaseDep, SessionDep, SettingsDep, TenantDep
-from app.api.schemas.common import ERRORS
+from app.api.schemas.common import ERRORS, WORK_ERRORS
 from app.api.schemas.jobs import JobStatus
 from app.core.registry import get_model
 from app.core.submit import submit_job
@@ -15,6 +15,7 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
     "/{model_id}/check",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=JobStatus,
+    responses=WORK_ERRORS,
     summary="Load the model on a worker and record its output shape, timing and device",
 )
 def check_model(

@@ -7,8 +7,9 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import func, select
 
-from app.api.deps import DatabaseDep, SettingsDep, StorageDep
+from app.api.deps import DatabaseDep, OperatorDep, SettingsDep, StorageDep
 from app.api.metrics import JOBS, QUEUE_DEPTH, REGISTRY
+from app.api.schemas.common import responses
 from app.core.db import JobRow
 from app.core.queue import broker_ping, queue_depths
 
@@ -43,8 +44,17 @@ def ready(db: DatabaseDep, storage: StorageDep, settings: SettingsDep) -> JSONRe
                         status_code=200 if ok else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-def metrics(db: DatabaseDep, settings: SettingsDep) -> Response:
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics (operator token required)",
+    description="Counts over every tenant (jobs by kind and state, queue depths, requests "
+    "by route), so never public: `Authorization: Bearer <ROBUSTDX_METRICS_TOKEN>`. "
+    "Without a configured token the route answers 404.",
+    response_class=Response,
+    responses={200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+               **responses(400, 401, 404)},
+)
+def metrics(db: DatabaseDep, settings: SettingsDep, _: OperatorDep) -> Response:
     try:
         for queue, depth in queue_depths(settings.resolved_broker_url).items():
             QUEUE_DEPTH.labels(queue=queue).set(depth)

@@ -1,35 +1,54 @@
+"""The list, status and cancel routes every kind of job has, made by one factory:
+``/v1/jobs`` (every kind), ``/v1/audits`` and ``/v1/defenses`` (one kind each)."""
+
 from __future__ import annotations
 
-from typing import Annotated, Literal
-
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from app.api.deps import SessionDep, TenantDep
-from app.api.schemas.common import ERRORS
-from app.api.schemas.jobs import JobPage, JobStatus
+from app.api.schemas.common import ERRORS, PageDep, responses
+from app.api.schemas.jobs import JobKind, JobPage, JobStatus
+from app.api.services.jobs import job_status, job_statuses
 from app.core.jobs import get_job, list_jobs, request_cancel
 
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
+_CANCEL = responses(409, _409="The job has already finished")
 
 
-@router.get("", response_model=JobPage, summary="List jobs of every kind, newest first")
-def get_jobs(
-    session: SessionDep,
-    tenant: TenantDep,
-    kind: Literal["audit", "defense", "check"] | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> JobPage:
-    rows, total = list_jobs(session, tenant.id, kind, limit, offset)
-    return JobPage(items=[JobStatus.from_row(r) for r in rows], total=total, limit=limit,
-                   offset=offset)
+def job_router(prefix: str, tag: str, kind: JobKind | None, noun: str) -> APIRouter:
+    """A router with ``GET ""``, ``GET /{job_id}`` and ``POST /{job_id}/cancel`` for jobs
+    of ``kind`` (any kind when ``None``, with a ``kind`` query filter), named ``noun``."""
+    router = APIRouter(prefix=prefix, tags=[tag], responses=ERRORS)
+
+    if kind is None:
+
+        @router.get("", response_model=JobPage, summary="List jobs of every kind, newest first")
+        def list_any(session: SessionDep, tenant: TenantDep, page: PageDep,
+                     kind: JobKind | None = None) -> JobPage:
+            return _page(session, tenant.id, kind, page.limit, page.offset)
+
+    else:
+
+        @router.get("", response_model=JobPage, summary=f"List {noun}s, newest first")
+        def list_kind(session: SessionDep, tenant: TenantDep, page: PageDep) -> JobPage:
+            return _page(session, tenant.id, kind, page.limit, page.offset)
+
+    @router.get("/{job_id}", response_model=JobStatus, summary=f"Status of a {noun}")
+    def status(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
+        return job_status(session, get_job(session, tenant.id, job_id, kind=kind))
+
+    @router.post("/{job_id}/cancel", response_model=JobStatus, responses=_CANCEL,
+                 summary=f"Cancel a {noun}")
+    def cancel(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
+        job = request_cancel(session, get_job(session, tenant.id, job_id, kind=kind))
+        return job_status(session, job)
+
+    return router
 
 
-@router.get("/{job_id}", response_model=JobStatus, summary="Status of any job")
-def get_job_status(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
-    return JobStatus.from_row(get_job(session, tenant.id, job_id))
+def _page(session: SessionDep, tenant_id: str, kind: str | None, limit: int,
+          offset: int) -> JobPage:
+    rows, total = list_jobs(session, tenant_id, kind, limit, offset)
+    return JobPage(items=job_statuses(session, rows), total=total, limit=limit, offset=offset)
 
 
-@router.post("/{job_id}/cancel", response_model=JobStatus, summary="Cancel a job")
-def cancel_job(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
-    return JobStatus.from_row(request_cancel(session, get_job(session, tenant.id, job_id)))
+router = job_router("/v1/jobs", "jobs", None, "job")

@@ -16,8 +16,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from app.api.deps import SessionDep, StorageDep, TenantDep
-from app.api.schemas.common import ERRORS, ErrorResponse
+from app.api.deps import SessionDep, StorageDep, TenantDep, tenant_id_for
+from app.api.schemas.common import ERRORS, PageDep, responses
 from app.api.schemas.models import (
     CARD_EXAMPLE,
     DownloadFormat,
@@ -32,6 +32,7 @@ from app.api.services.predictions import ImageLimits, SmoothingRequest, predict_
 from app.api.startup import AppState
 from app.core.db import Database, ModelRow
 from app.core.registry import (
+    check_name_free,
     delete_model,
     export_path,
     get_model,
@@ -42,15 +43,21 @@ from app.core.registry import (
 from app.core.storage import Storage
 from app.core.tenants import authenticate
 from models.card import ModelCard
-from models.errors import ImageTooLargeError, InvalidInputError, PayloadTooLargeError
+from models.errors import (
+    ConflictError,
+    ImageTooLargeError,
+    InvalidInputError,
+    PayloadTooLargeError,
+)
 from models.loading import parse_card
 from models.sandbox import SandboxLimits
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
-_413 = {"model": ErrorResponse, "description": "Upload over its size limit"}
-_415 = {"model": ErrorResponse, "description": "Not a PNG, JPEG or DICOM image"}
-_409 = {"model": ErrorResponse, "description": "Not possible in the model's state"}
+_UPLOAD = responses(409, 413, _409="A model of that name exists (names are unique per "
+                    "tenant)", _413="The file, a part or its headers over a limit")
+_PREDICT = responses(413, 415, 429, 503)
+_409 = responses(409, _409="Not possible in the model's state")
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -130,17 +137,20 @@ def model_or_404(model_id: str, session: SessionDep, tenant: TenantDep) -> Model
 ModelDep = Annotated[ModelRow, Depends(model_or_404)]
 
 
-def _tenant_id(db: Database, authorization: str | None) -> str:
-    with db.session() as session:
-        return authenticate(session, authorization).id
-
-
 def _register(
     db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard,
     limits: SandboxLimits,
 ) -> ModelRow:
     with db.session() as session:
-        return register_model_file(session, storage, tenant_id, path, card, limits=limits)
+        # Checked after the file's own checks (a bad file is 422 whatever its name) and
+        # after the insert, whose write lock orders concurrent uploads of one name.
+        row = register_model_file(session, storage, tenant_id, path, card, limits=limits)
+        try:
+            check_name_free(session, tenant_id, card.name, except_id=row.id)
+        except ConflictError:
+            storage.remove(storage.model_dir(row.id))
+            raise
+        return row
 
 
 def _authorized_model(db: Database, authorization: str | None, model_id: str) -> ModelRow:
@@ -155,11 +165,13 @@ def _authorized_model(db: Database, authorization: str | None, model_id: str) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
-    responses={413: _413},
+    responses=_UPLOAD,
     summary="Register a model (multipart: file + card)",
     description="The file is checked without running any of its code, loaded, and given a "
     "dry run at the card's input size: outputs that do not match the card's labels, "
-    "NaNs, a wrong input size, or no input gradient are refused (422).",
+    "NaNs, a wrong input size, or no input gradient are refused (422). The card's `name` "
+    "is unique per tenant: a second model of the same name is refused (409); delete the "
+    "old one or choose a new name (e.g. with a version: `chest-densenet-v2`).",
     openapi_extra=_UPLOAD_BODY,
 )
 async def post_model(
@@ -173,7 +185,7 @@ async def post_model(
     # another once the file is on disk.
     state: AppState = request.app.state.robustdx
     settings, storage = state.settings, state.storage
-    tenant_id = await run_in_threadpool(_tenant_id, state.db, authorization)
+    tenant_id = await run_in_threadpool(tenant_id_for, state.db, authorization)
     form = await read_form(
         request,
         files={
@@ -186,6 +198,7 @@ async def post_model(
         fields=("card",),
         new_path=storage.new_upload_path,
         max_field_bytes=256 * 1024,
+        max_part_header_bytes=settings.max_part_header_bytes,
     )
     try:
         upload = form.file_list("file")
@@ -206,15 +219,11 @@ async def post_model(
 
 
 @router.get("", response_model=ModelPage, summary="List the tenant's models, newest first")
-def get_models(
-    session: SessionDep,
-    tenant: TenantDep,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> ModelPage:
-    rows, total = list_models(session, tenant.id, limit, offset)
+def get_models(session: SessionDep, tenant: TenantDep, page: PageDep) -> ModelPage:
+    rows, total = list_models(session, tenant.id, page.limit, page.offset)
     return ModelPage(
-        items=[ModelPublic.from_row(r) for r in rows], total=total, limit=limit, offset=offset
+        items=[ModelPublic.from_row(r) for r in rows], total=total, limit=page.limit,
+        offset=page.offset,
     )
 
 
@@ -227,7 +236,7 @@ def get_one_model(row: ModelDep) -> ModelPublic:
     "/{model_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses={409: _409},
+    responses=_409,
     summary="Delete a model and its files",
 )
 def delete_one_model(
@@ -246,7 +255,7 @@ def delete_one_model(
     response_class=FileResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The model file"},
-        409: _409,
+        **_409,
     },
     summary="Download the model (original file, safetensors weights, or TorchScript)",
     description="`safetensors`: `model.net.state_dict()` (architecture models only). "
@@ -265,7 +274,7 @@ def download_model(
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse | PredictBatchResponse,
-    responses={413: _413, 415: _415},
+    responses=_PREDICT,
     summary="Diagnose one image (`file`) or several (`files`)",
     description="Images are PNG, JPEG or DICOM (read from the content), converted to the "
     "card's channels and size. Concurrent requests are micro-batched. With "
@@ -332,6 +341,7 @@ async def _predict(
                 too_large=_image_too_large,
             ),
         },
+        max_part_header_bytes=settings.max_part_header_bytes,
     )
     single, several = form.file_list("file"), form.file_list("files")
     if single and several:

@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from app.api.deps import AdminDep, SessionDep
-from app.api.schemas.common import ERRORS
+from app.api.schemas.common import responses
 from app.api.schemas.tenants import TenantCreate, TenantCreated
 from app.core.tenants import create_tenant
 
@@ -14,7 +14,9 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=TenantCreated,
-    responses={**ERRORS, 409: ERRORS[422] | {"description": "Name taken"}},
+    responses=responses(400, 401, 409, 422, 503,
+                        _401="Missing or wrong admin key (`Bearer` scheme)",
+                        _409="Name taken"),
     summary="Create a tenant and its API key (admin key required)",
 )
 def post_tenant(body: TenantCreate, session: SessionDep, _: AdminDep) -> TenantCreated:

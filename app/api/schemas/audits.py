@@ -60,12 +60,18 @@ class AnalysisSpec(BaseModel):
 class AuditOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    batch_size: int = Field(default=32, ge=1, le=1024)
-    shard_size: int | None = Field(default=None, ge=1, description="Images per shard.")
-    max_images: int | None = Field(default=None, ge=1, description="Audit only the first N.")
-    min_eps: bool = Field(default=True, description="Per-image minimum-eps search (bisection).")
-    samples: int = Field(default=8, ge=0, le=64, description="Images in the report's grid.")
-    save_adversarial: bool = Field(default=True, description="Adversarial PNG/DICOM artifacts.")
+    # strict: JSON's true is not the number 1, nor 1 a boolean.
+    batch_size: int = Field(default=32, ge=1, le=1024, strict=True)
+    shard_size: int | None = Field(default=None, ge=1, strict=True,
+                                   description="Images per shard.")
+    max_images: int | None = Field(default=None, ge=1, strict=True,
+                                   description="Audit only the first N.")
+    min_eps: bool = Field(default=True, strict=True,
+                          description="Per-image minimum-eps search (bisection).")
+    samples: int = Field(default=8, ge=0, le=64, strict=True,
+                         description="Images in the report's grid.")
+    save_adversarial: bool = Field(default=True, strict=True,
+                                   description="Adversarial PNG/DICOM artifacts.")
 
 
 class AuditRequest(BaseModel):
@@ -94,7 +100,7 @@ class AuditRequest(BaseModel):
         default=None, description="Names or {name, params}; all that apply when omitted."
     )
     policy: dict[str, Any] | None = None
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)
     options: AuditOptions = AuditOptions()
 
     @field_validator("analyses", mode="before")

@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.schemas.common import UtcDatetime
 from app.core.db import DatasetRow
 
 DatasetFormat = Literal["imagefolder", "csv", "medmnist-npz", "dicom"]
@@ -20,7 +20,7 @@ class DatasetPublic(BaseModel):
     labels: list[str]
     label_counts: dict[str, int]
     info: dict[str, Any]
-    created_at: datetime
+    created_at: UtcDatetime
 
     @classmethod
     def from_row(cls, row: DatasetRow) -> DatasetPublic:

@@ -25,4 +25,4 @@ class DefenseRequest(BaseModel):
         description="Training parameters (epochs, lr, schedule, batch_size, eps, steps, "
         "step_size, beta, MPAdvT ranges...), plus optional eval_attacks for the report.",
     )
-    seed: int = Field(default=0, ge=0, le=2**31 - 1)
+    seed: int = Field(default=0, ge=0, le=2**31 - 1, strict=True)

@@ -1,45 +1,61 @@
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from app.api.schemas.common import UtcDatetime
 from app.core.db import JobRow
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+JobKind = Literal["audit", "defense", "check"]
+
+#: Request fields that name a model or a dataset, and the role each is shown under.
+MODEL_FIELD = "model_id"
+DATASET_FIELDS: dict[str, str] = {
+    "dataset_id": "dataset",
+    "train_dataset_id": "train",
+    "eval_dataset_id": "eval",
+}
+
+
+class ResourceRef(BaseModel):
+    id: str
+    name: str | None = Field(description="null when the resource has been deleted since.")
 
 
 class JobStatus(BaseModel):
     """The one status shape every job has (audit, defense, model check)."""
 
     id: str
-    kind: Literal["audit", "defense", "check"]
+    kind: JobKind
     status: JobState
     progress: float = Field(ge=0.0, le=1.0)
     stage: str
     error: str | None = None
     result: dict[str, Any] | None = None
-    created_at: datetime
-    started_at: datetime | None = None
-    finished_at: datetime | None = None
+    model: ResourceRef | None = Field(default=None, description="The model the job runs on.")
+    datasets: dict[str, ResourceRef] = Field(
+        default_factory=dict,
+        description="The datasets it reads, by role: `dataset` (audits), `train` and "
+        "`eval` (defenses).",
+    )
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None = None
+    finished_at: UtcDatetime | None = None
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
-    def from_row(cls, job: JobRow) -> JobStatus:
-        links = {"self": f"/v1/jobs/{job.id}"}
-        if job.kind == "audit":
-            links["audit"] = f"/v1/audits/{job.id}"
-            if job.status == "succeeded":
-                base = f"/v1/audits/{job.id}"
-                links |= {
-                    "report": f"{base}/report",
-                    "report_html": f"{base}/report.html",
-                    "report_junit": f"{base}/report.xml",
-                    "artifacts": f"{base}/artifacts",
-                }
-        elif job.kind == "defense":
-            links["defense"] = f"/v1/defenses/{job.id}"
+    def from_row(cls, job: JobRow, names: dict[str, str] | None = None) -> JobStatus:
+        """The status of ``job``; ``names`` maps model and dataset ids to their names."""
+        names = names or {}
+        request = job.request or {}
+        model_id = request.get(MODEL_FIELD)
+        datasets = {
+            role: ResourceRef(id=str(request[key]), name=names.get(str(request[key])))
+            for key, role in DATASET_FIELDS.items()
+            if isinstance(request.get(key), str)
+        }
         return cls(
             id=job.id,
             kind=job.kind,
@@ -48,11 +64,32 @@ class JobStatus(BaseModel):
             stage=job.stage,
             error=job.error,
             result=job.result,
+            model=ResourceRef(id=model_id, name=names.get(model_id))
+            if isinstance(model_id, str) else None,
+            datasets=datasets,
             created_at=job.created_at,
             started_at=job.started_at,
             finished_at=job.finished_at,
-            links=links,
+            links=_links(job),
         )
+
+
+def _links(job: JobRow) -> dict[str, str]:
+    links = {"self": f"/v1/jobs/{job.id}"}
+    if job.kind == "audit":
+        base = f"/v1/audits/{job.id}"
+        links["audit"] = base
+        if job.status == "succeeded":
+            links |= {
+                "report": f"{base}/report",
+                "report_html": f"{base}/report.html",
+                "report_junit": f"{base}/report.xml",
+                "artifacts": f"{base}/artifacts",
+                "artifacts_zip": f"{base}/artifacts.zip",
+            }
+    elif job.kind == "defense":
+        links["defense"] = f"/v1/defenses/{job.id}"
+    return links
 
 
 class JobPage(BaseModel):

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from app.api.schemas.common import UtcDatetime
 from app.core.db import ModelRow
 from models.card import ModelCard
 
@@ -55,7 +55,7 @@ class ModelPublic(BaseModel):
         description="For models made by a defense job: parent id, method, parameters, "
         "dataset sha256, seed.",
     )
-    created_at: datetime
+    created_at: UtcDatetime
     links: dict[str, str] = Field(default_factory=dict)
 
     @classmethod
@@ -70,10 +70,7 @@ class ModelPublic(BaseModel):
             card=ModelCard.model_validate(row.card),
             info=ModelInfo.model_validate(row.info),
             lineage=row.lineage,
-            # SQLite hands back naive datetimes; they were written in UTC.
-            created_at=row.created_at
-            if row.created_at.tzinfo
-            else row.created_at.replace(tzinfo=UTC),
+            created_at=row.created_at,
             links={
                 "self": base,
                 "predict": f"{base}/predict",

@@ -1,90 +1,120 @@
-"""Dataset import: stream the zip to disk, import it safely, record it. Nothing is kept
-when the archive is refused."""
+"""Dataset import and access for the API.
+
+An upload is streamed to disk by the route (:mod:`app.api.services.multipart`), then
+imported here with no database session open: the import (unzip, decode every image) may
+take minutes, and on SQLite an open write transaction would lock every other tenant's
+writes for that long. The row is recorded afterwards, in a session of its own that lasts
+one insert. Nothing is kept when the archive is refused.
+"""
 
 from __future__ import annotations
 
+import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from app.core.db import DatasetRow
+from app.api.schemas.jobs import DATASET_FIELDS
+from app.core.catalogue import DATASET_FORMATS
+from app.core.db import Database, DatasetRow, JobRow
+from app.core.db.tables import new_id
 from app.core.settings import Settings
 from app.core.storage import Storage
-from models.errors import NotFoundError, PayloadTooLargeError
+from models.errors import ConflictError, InvalidInputError, NotFoundError
 
-CHUNK = 1024 * 1024
+MAX_NAME = 200
+MAX_LABELS = 1000
+_ACTIVE = ("queued", "running")
 
 
-def stream_to_disk(source: BinaryIO, dest: Path, limit: int, what: str) -> int:
-    """Copy an upload to ``dest`` in chunks, refusing it as soon as it passes ``limit``."""
-    size = 0
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What the uploader may choose (the form fields besides ``file``)."""
+
+    format: str
+    name: str
+    labels: tuple[str, ...] | None = None
+    # TODO(lead): expose ``on_bad_files=refuse|skip`` here and pass it to
+    # ``models.datasets.import_dataset`` once that parameter exists there.
+
+
+def parse_options(fields: dict[str, str], filename: str | None) -> DatasetOptions:
+    """The form's fields, checked: a known ``format``, a name of at most 200 characters,
+    ``labels`` as a JSON list or comma-separated names. Any fault is 422 naming the field."""
+    fmt = fields.get("format")
+    if fmt is None:
+        raise InvalidInputError("the form field 'format' is missing",
+                                {"field": "format", "valid": list(DATASET_FORMATS)})
+    if fmt not in DATASET_FORMATS:
+        raise InvalidInputError(f"format: unknown dataset format; valid: "
+                                f"{', '.join(DATASET_FORMATS)}",
+                                {"field": "format", "valid": list(DATASET_FORMATS)})
+    name = fields.get("name")
+    if name is not None and not 1 <= len(name) <= MAX_NAME:
+        raise InvalidInputError(f"name: must be 1 to {MAX_NAME} characters", {"field": "name"})
+    default = Path(filename or "dataset").stem[:MAX_NAME] or "dataset"
+    labels = _labels(fields["labels"]) if "labels" in fields else None
+    return DatasetOptions(format=fmt, name=name or default, labels=labels)
+
+
+def _labels(text: str) -> tuple[str, ...]:
     try:
-        with dest.open("wb") as out:
-            while chunk := source.read(CHUNK):
-                size += len(chunk)
-                if size > limit:
-                    raise PayloadTooLargeError(
-                        f"{what} is larger than the limit of {limit} bytes", {"limit": limit}
-                    )
-                out.write(chunk)
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    return size
+        value: Any = json.loads(text) if text.lstrip().startswith("[") else text.split(",")
+    except json.JSONDecodeError as exc:
+        raise InvalidInputError("labels: not a JSON list", {"field": "labels"}) from exc
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise InvalidInputError("labels: a list of non-empty names", {"field": "labels"})
+    names = tuple(v.strip() for v in value)
+    if len(names) > MAX_LABELS or len(set(names)) != len(names):
+        raise InvalidInputError(f"labels: at most {MAX_LABELS} distinct names",
+                                {"field": "labels"})
+    return names
 
 
-def import_upload(
-    session: Session, storage: Storage, settings: Settings, tenant_id: str, upload: BinaryIO,
-    filename: str | None, fmt: str, name: str | None,
-) -> DatasetRow:
+def import_archive(db: Database, storage: Storage, settings: Settings, tenant_id: str,
+                   archive: Path, options: DatasetOptions) -> DatasetRow:
+    """Import ``archive`` (on disk, already within the byte limit) and record it.
+
+    Runs without a database session until the import has finished (see module doc).
+    """
     from models.datasets import ImportLimits, import_dataset
 
-    tmp = storage.new_upload_path(".zip")
-    stream_to_disk(upload, tmp, settings.max_dataset_bytes, "the dataset archive")
-    row = DatasetRow(tenant_id=tenant_id, name=name or filename or "dataset", format=fmt,
-                     sha256="", info={})
-    session.add(row)
-    session.flush()
-    dest = storage.dataset_dir(row.id)
+    dataset_id = new_id()
+    dest = storage.dataset_dir(dataset_id)
     limits = ImportLimits(
+        max_archive_bytes=settings.max_dataset_bytes,
         max_files=settings.max_dataset_files,
         max_uncompressed_bytes=settings.max_dataset_uncompressed_bytes,
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
     )
     try:
-        info = import_dataset(tmp, fmt, dest, limits=limits)
+        info = _jsonable(import_dataset(archive, options.format, dest, limits=limits,
+                                        labels=options.labels))
+        row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name,
+                         format=options.format, sha256=str(info.get("sha256", "")), info=info)
+        with db.session() as session:
+            session.add(row)
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
-        session.rollback()
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    row.info = _jsonable(info)
-    row.sha256 = str(row.info.get("sha256", ""))
-    session.flush()
     return row
 
 
 def _jsonable(info: Any) -> dict[str, Any]:
-    if hasattr(info, "to_json"):
-        return dict(info.to_json())
     if hasattr(info, "model_dump"):
         return dict(info.model_dump(mode="json"))
-    from dataclasses import asdict, is_dataclass
-
-    if is_dataclass(info) and not isinstance(info, type):
-        return dict(asdict(info))
     return dict(info)
 
 
 def dataset_or_404(session: Session, tenant_id: str, dataset_id: str) -> DatasetRow:
     row = session.get(DatasetRow, dataset_id)
     if row is None or row.tenant_id != tenant_id:
-        raise NotFoundError(f"dataset {dataset_id!r} not found")
+        raise NotFoundError(f"dataset {dataset_id!r} not found", {"dataset_id": dataset_id})
     return row
 
 
@@ -92,11 +122,28 @@ def list_datasets(session: Session, tenant_id: str, limit: int,
                   offset: int) -> tuple[list[DatasetRow], int]:
     query = select(DatasetRow).where(DatasetRow.tenant_id == tenant_id)
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    rows = session.scalars(query.order_by(DatasetRow.created_at.desc()).limit(limit)
-                           .offset(offset)).all()
+    rows = session.scalars(query.order_by(DatasetRow.created_at.desc(), DatasetRow.id)
+                           .limit(limit).offset(offset)).all()
     return list(rows), int(total)
 
 
+def jobs_using(session: Session, row: DatasetRow) -> list[str]:
+    """Ids of the tenant's queued or running jobs that read ``row``."""
+    jobs = session.scalars(
+        select(JobRow).where(JobRow.tenant_id == row.tenant_id, JobRow.status.in_(_ACTIVE))
+    ).all()
+    return [j.id for j in jobs
+            if any((j.request or {}).get(key) == row.id for key in DATASET_FIELDS)]
+
+
 def delete_dataset(session: Session, storage: Storage, row: DatasetRow) -> None:
-    shutil.rmtree(storage.dataset_dir(row.id), ignore_errors=True)
+    """Delete the row, then its files; refused (409) while a queued or running job reads it."""
+    users = jobs_using(session, row)
+    if users:
+        raise ConflictError(
+            f"dataset {row.id!r} is used by unfinished job(s) {users[:5]}; cancel them first",
+            {"jobs": users},
+        )
     session.delete(row)
+    session.flush()
+    shutil.rmtree(storage.dataset_dir(row.id), ignore_errors=True)

@@ -7,6 +7,12 @@ as its bytes pass the limit, with what was written so far removed; a declared
 ``Content-Length`` over the total is refused before a byte is read. Large parts go to disk
 (written off the event loop, a megabyte at a time), small ones stay in memory. Unknown
 field names are refused, so a typo (``image`` for ``file``) gets a clear 422.
+
+Every other dimension of the body is bounded too, so no body costs more than its limits:
+the headers of one part (``max_part_header_bytes``), the number of parts (the fields
+expected, each at most its ``max_count`` times), and the bytes streamed in total (the
+sum of the part limits plus an allowance for boundaries and headers), whether or not the
+client declared a ``Content-Length``.
 """
 
 from __future__ import annotations
@@ -18,13 +24,16 @@ from pathlib import Path
 from typing import IO
 
 import anyio
+from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
 from models.errors import InvalidInputError, PayloadTooLargeError, RobustDxError
 
 _FLUSH_BYTES = 1 << 20
-_HEADER_ALLOWANCE = 64 * 1024  # boundaries and part headers
+DEFAULT_PART_HEADER_BYTES = 8 * 1024
+#: Headers one part may have: it needs Content-Disposition and perhaps Content-Type.
+MAX_PART_HEADERS = 16
 
 
 def _too_large(name: str | None, limit: int) -> RobustDxError:
@@ -86,7 +95,12 @@ class _Reader:
         fields: Collection[str],
         new_path: Callable[[], Path] | None,
         max_field_bytes: int,
+        max_header_bytes: int,
     ) -> None:
+        self.max_header_bytes = max_header_bytes
+        self.max_parts = sum(rule.max_count for rule in files.values()) + len(fields)
+        self.parts = 0
+        self.header_bytes = 0
         self.rules = files
         self.field_names = set(fields)
         self.new_path = new_path
@@ -107,13 +121,31 @@ class _Reader:
     # python-multipart callbacks (synchronous; no I/O here)
 
     def on_part_begin(self) -> None:
+        self.parts += 1
+        if self.parts > self.max_parts:
+            expected = sorted(set(self.rules) | self.field_names)
+            raise InvalidInputError(
+                f"more than {self.max_parts} parts; expected: {', '.join(expected)}",
+                {"max_parts": self.max_parts, "expected": expected},
+            )
         self.headers = {}
+        self.header_bytes = 0
         self.current, self.rule, self.text = None, None, None
 
+    def _header_bytes(self, count: int) -> None:
+        self.header_bytes += count
+        if self.header_bytes > self.max_header_bytes:
+            raise PayloadTooLargeError(
+                f"the headers of a part are over {self.max_header_bytes} bytes",
+                {"max_part_header_bytes": self.max_header_bytes},
+            )
+
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self._header_bytes(end - start)
         self.header_name += data[start:end]
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self._header_bytes(end - start)
         self.header_value += data[start:end]
 
     def on_header_end(self) -> None:
@@ -217,6 +249,7 @@ async def read_form(
     fields: Collection[str] = (),
     new_path: Callable[[], Path] | None = None,
     max_field_bytes: int = 1 << 20,
+    max_part_header_bytes: int = DEFAULT_PART_HEADER_BYTES,
 ) -> Form:
     """Read a multipart body with per-field limits (see module doc).
 
@@ -231,10 +264,14 @@ async def read_form(
             f"expected a multipart/form-data body with the fields {', '.join(expected)}",
             {"content_type": ctype.decode("latin-1"), "expected": expected},
         )
+    if not 1 <= len(options[b"boundary"]) <= 70:
+        raise InvalidInputError("the multipart boundary must be 1 to 70 characters (RFC 2046)")
+    parts = sum(r.max_count for r in files.values()) + len(fields)
+    # Each part: its headers, a boundary line (at most 72 characters by RFC 2046) and CRLFs.
     total = (
         sum(rule.max_bytes * rule.max_count for rule in files.values())
         + max_field_bytes * len(fields)
-        + _HEADER_ALLOWANCE * (sum(r.max_count for r in files.values()) + len(fields) + 1)
+        + (max_part_header_bytes + 128) * (parts + 1)
     )
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > total:
@@ -242,7 +279,7 @@ async def read_form(
             f"the request body of {declared} bytes is over the limit of {total} bytes",
             {"max_bytes": total},
         )
-    reader = _Reader(files, fields, new_path, max_field_bytes)
+    reader = _Reader(files, fields, new_path, max_field_bytes, max_part_header_bytes)
     parser = MultipartParser(
         options[b"boundary"],
         {
@@ -254,9 +291,17 @@ async def read_form(
             "on_header_end": reader.on_header_end,
             "on_headers_finished": reader.on_headers_finished,
         },
+        max_header_count=MAX_PART_HEADERS,
+        max_header_size=max_part_header_bytes,
     )
+    received = 0
     try:
         async for chunk in request.stream():
+            received += len(chunk)
+            if received > total:
+                raise PayloadTooLargeError(
+                    f"the request body is over the limit of {total} bytes", {"max_bytes": total}
+                )
             _write(parser, chunk)
             await reader.flush()
         _finalize(parser)
@@ -274,12 +319,21 @@ def _write(parser: MultipartParser, chunk: bytes) -> None:
         parser.write(chunk)
     except RobustDxError:
         raise
-    except Exception as exc:  # python-multipart's parse errors
-        raise InvalidInputError(f"malformed multipart body: {exc}") from exc
+    except MultipartParseError as exc:
+        if str(exc).startswith("Maximum header"):  # the limits read_form set
+            raise PayloadTooLargeError(
+                f"a part's headers are over the limits ({MAX_PART_HEADERS} headers, "
+                f"{parser.max_header_size} bytes each)",
+                {"max_part_headers": MAX_PART_HEADERS,
+                 "max_part_header_bytes": parser.max_header_size},
+            ) from exc
+        raise InvalidInputError(f"malformed multipart body: {str(exc)[:200]}") from exc
+    except Exception as exc:  # python-multipart's other errors
+        raise InvalidInputError(f"malformed multipart body: {str(exc)[:200]}") from exc
 
 
 def _finalize(parser: MultipartParser) -> None:
     try:
         parser.finalize()
     except Exception as exc:
-        raise InvalidInputError(f"malformed multipart body: {exc}") from exc
+        raise InvalidInputError(f"malformed multipart body: {str(exc)[:200]}") from exc
