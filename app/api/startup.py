@@ -60,7 +60,11 @@ def startup(settings: Settings) -> AppState:
                     logger.exception("could not register the demo zoo")
     if settings.run_dispatcher:
         state.dispatcher = Dispatcher(
-            db, settings.resolved_broker_url, settings.stale_after_seconds
+            db,
+            settings.resolved_broker_url,
+            settings.stale_after_seconds,
+            interval=settings.dispatcher_interval_seconds,
+            lease_seconds=settings.dispatcher_lease_seconds,
         )
         state.dispatcher.start()
     return state

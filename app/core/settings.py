@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     run_dispatcher: bool = Field(
         default=True, description="Run the dispatcher/watchdog loop in the API process."
     )
+    dispatcher_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    dispatcher_lease_seconds: float = Field(
+        default=20.0, gt=0, le=3600,
+        description="How long the dispatcher lease lasts without renewal; another API "
+        "process takes the dispatcher over this long after its holder died.",
+    )
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
