@@ -6,8 +6,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.core.db import JobRow
+from app.core.jobs import public_status
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: ``cancelling``: a cancel was asked for while a worker ran the job; it becomes
+#: ``cancelled`` once the worker has stopped.
+JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
 
 
 class JobStatus(BaseModel):
@@ -43,7 +46,7 @@ class JobStatus(BaseModel):
         return cls(
             id=job.id,
             kind=job.kind,
-            status=job.status,
+            status=public_status(job),
             progress=round(min(max(job.progress, 0.0), 1.0), 4),
             stage=job.stage,
             error=job.error,

@@ -13,6 +13,7 @@ from app.api.services.datasets import dataset_or_404
 from app.core.catalogue import FLAG_POLICY_RULES, POLICY_RULES
 from app.core.db import Database, JobRow
 from app.core.jobs import get_job
+from app.core.limits import check_audit_budget, estimate_audit_cost
 from app.core.registry import get_model
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -54,6 +55,8 @@ def submit_audit(
     check_labels(DatasetInfo.model_validate(dataset.info), ModelCard.model_validate(model.card))
     _check_policy(body.policy)
     request = body.model_dump(mode="json")
+    images = int(DatasetInfo.model_validate(dataset.info).count)
+    check_audit_budget(estimate_audit_cost(request, images), settings.max_audit_cost)
     request["model_sha256"] = model.sha256
     request["dataset_sha256"] = dataset.sha256
     return submit_job(session, db, settings, tenant_id, "audit", request)
