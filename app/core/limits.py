@@ -127,16 +127,18 @@ def estimate_audit_cost(request: Mapping[str, Any], dataset_images: int) -> dict
     options = request.get("options") or {}
     max_images = options.get("max_images")
     images = dataset_images if not max_images else min(dataset_images, int(max_images))
-    attacks = []
+    attacks: list[dict[str, Any]] = []
     for spec in request.get("attacks") or []:
         params = spec.get("params") or {}
         settings, passes = attack_settings(params), attack_passes(spec["name"], params)
         attacks.append({"name": spec["name"], "settings": settings, "passes_per_image": passes,
                         "cost": images * settings * passes})
     named = request.get("analyses")
-    specs = named if named is not None else [{"name": n} for n in (*ANALYSIS_PASSES,
-                                                                    "perturbations")]
-    analyses = []
+    specs: list[dict[str, Any]] = (
+        named if named is not None
+        else [{"name": n} for n in (*ANALYSIS_PASSES, "perturbations")]
+    )
+    analyses: list[dict[str, Any]] = []
     for spec in specs:
         passes = _analysis_passes(spec["name"], spec.get("params") or {})
         analyses.append({"name": spec["name"], "passes_per_image": passes,
@@ -144,7 +146,10 @@ def estimate_audit_cost(request: Mapping[str, Any], dataset_images: int) -> dict
     min_eps = 0
     if options.get("min_eps", True):
         min_eps = images * attack_passes("min_eps", {})
-    total = images + sum(a["cost"] for a in attacks) + sum(a["cost"] for a in analyses) + min_eps
+    total = (
+        images + sum(int(a["cost"]) for a in attacks) + sum(int(a["cost"]) for a in analyses)
+        + min_eps
+    )
     return {"total": total, "images": images, "clean": images, "attacks": attacks,
             "analyses": analyses, "min_eps": min_eps}
 
@@ -213,6 +218,12 @@ class TokenBucket:
         self._tokens = min(self.capacity, self._tokens + (now - self._at) * self.rate)
         self._at = now
 
+    def wait_for(self, cost: float) -> float:
+        """Seconds until ``cost`` tokens are there (0.0 now), taking none."""
+        with self._lock:
+            self._refill()
+            return 0.0 if cost <= self._tokens else (cost - self._tokens) / self.rate
+
     def take(self, cost: float) -> float:
         """Take ``cost`` tokens: 0.0 when taken, else the seconds until they would be there
         (``inf`` for a cost over the capacity)."""
@@ -245,6 +256,13 @@ class RateLimiter:
             self._buckets.move_to_end(key)
             return bucket
 
+    def require(self, key: str, cost: float = 1.0, what: str = "predict") -> None:
+        """Raise :class:`RateLimitedError` unless ``cost`` tokens are there (none taken): a
+        cheap check before a request's body is read."""
+        wait = self._bucket(key).wait_for(min(cost, self.capacity))
+        if wait > 0.0:
+            self._refuse(cost, wait, what)
+
     def charge(self, key: str, cost: float, what: str = "predict") -> None:
         """Take ``cost`` tokens from ``key``'s bucket or raise :class:`RateLimitedError`."""
         wait = self._bucket(key).take(cost)
@@ -256,6 +274,9 @@ class RateLimiter:
                 f"{self.capacity:,.0f} (predict_burst)",
                 {"cost": cost, "burst": self.capacity},
             )
+        self._refuse(cost, wait, what)
+
+    def _refuse(self, cost: float, wait: float, what: str) -> None:
         raise RateLimitedError(
             f"{what} rate limit: {self.rate:g} image passes per second per tenant "
             f"(predict_rate_per_second); retry in {math.ceil(wait)} s",
@@ -263,7 +284,3 @@ class RateLimiter:
             {"cost": cost, "rate_per_second": self.rate},
         )
 
-
-def smoothing_cost(n: int, n0: int, files: int) -> int:
-    """Image forward passes of a smoothed predict (``n0`` selection + ``n`` counted copies)."""
-    return (n + n0) * files

@@ -24,7 +24,7 @@ from app.core.db.tables import new_id
 from app.core.storage import Storage, write_atomic
 from models.card import ModelCard
 from models.errors import ConflictError, InvalidParametersError, NotFoundError
-from models.loading import EXTENSIONS, check_model_file, load_model
+from models.loading import EXTENSIONS, CheckedModelFile, check_model_file, load_model
 from models.wrapper import DiagnosticModel
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,15 @@ def model_path(storage: Storage, row: ModelRow) -> Path:
     return storage.model_dir(row.id) / f"model{EXTENSIONS[row.format]}"
 
 
+def check_upload(
+    path: Path, card: ModelCard, device: torch.device | str | None = None
+) -> CheckedModelFile:
+    """The one check every model file goes through before it is stored: hash, safe load,
+    dry run (:func:`models.loading.check_model_file`). Uploads run it in the API's bounded
+    model-check pool; this is the single place to move it into a sandboxed process."""
+    return check_model_file(path, card, device=device)
+
+
 def register_model_file(
     session: Session,
     storage: Storage,
@@ -48,8 +57,12 @@ def register_model_file(
     lineage: Mapping[str, Any] | None = None,
     device: torch.device | str | None = None,
     keep_source: bool = False,
+    checked: CheckedModelFile | None = None,
 ) -> ModelRow:
     """Check a model file (safe load + dry run) and register it for ``tenant_id``.
+
+    ``checked``: the result of :func:`check_upload` when the caller ran it already (uploads
+    run it outside the request thread pool).
 
     The file is moved into the store (copied with ``keep_source=True``). Nothing is left
     in the store when the file is refused. The row is flushed, not committed: the caller's
@@ -59,7 +72,8 @@ def register_model_file(
         UnsafeModelFileError, InvalidModelFileError, InvalidCardError: see
             :func:`models.loading.load_model`.
     """
-    checked = check_model_file(path, card, device=device)
+    if checked is None:
+        checked = check_upload(path, card, device=device)
     model_id = new_id()
     folder = storage.model_dir(model_id)
     try:

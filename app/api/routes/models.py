@@ -27,11 +27,19 @@ from app.api.schemas.models import (
     PredictResponse,
 )
 from app.api.services.inference import InferenceService, Ticket, inference_service
+from app.api.services.model_checks import model_checks
 from app.api.services.multipart import FileField, read_form
-from app.api.services.predictions import ImageLimits, SmoothingRequest, predict_uploads
+from app.api.services.predictions import (
+    ImageLimits,
+    SmoothingRequest,
+    charge,
+    predict_limiter,
+    predict_uploads,
+)
 from app.api.startup import AppState
 from app.core.db import Database, ModelRow
 from app.core.registry import (
+    check_upload,
     delete_model,
     export_path,
     get_model,
@@ -40,16 +48,16 @@ from app.core.registry import (
 )
 from app.core.storage import Storage
 from app.core.tenants import authenticate
-from models.card import ModelCard
 from models.device import resolve_device
 from models.errors import ImageTooLargeError, InvalidInputError, PayloadTooLargeError
-from models.loading import parse_card
+from models.loading import CheckedModelFile, parse_card
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
 _413 = {"model": ErrorResponse, "description": "Upload over its size limit"}
 _415 = {"model": ErrorResponse, "description": "Not a PNG, JPEG or DICOM image"}
 _409 = {"model": ErrorResponse, "description": "Not possible in the model's state"}
+_429 = {"model": ErrorResponse, "description": "Over the tenant's rate limit (see Retry-After)"}
 
 _UPLOAD_BODY: dict[str, Any] = {
     "requestBody": {
@@ -135,11 +143,11 @@ def _tenant_id(db: Database, authorization: str | None) -> str:
 
 
 def _register(
-    db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard, device: str
+    db: Database, storage: Storage, tenant_id: str, path: Path, checked: CheckedModelFile
 ) -> ModelRow:
     with db.session() as session:
         return register_model_file(
-            session, storage, tenant_id, path, card, device=resolve_device(device)
+            session, storage, tenant_id, path, checked.card, checked=checked
         )
 
 
@@ -155,11 +163,13 @@ def _authorized_model(db: Database, authorization: str | None, model_id: str) ->
     "",
     status_code=status.HTTP_201_CREATED,
     response_model=ModelPublic,
-    responses={413: _413},
+    responses={413: _413, 429: _429},
     summary="Register a model (multipart: file + card)",
     description="The file is checked without running any of its code, loaded, and given a "
     "dry run at the card's input size: outputs that do not match the card's labels, "
-    "NaNs, a wrong input size, or no input gradient are refused (422).",
+    "NaNs, a wrong input size, or no input gradient are refused (422). A few uploads are "
+    "checked at a time; when too many wait, the upload is refused with 429 and "
+    "Retry-After.",
     openapi_extra=_UPLOAD_BODY,
 )
 async def post_model(
@@ -194,12 +204,15 @@ async def post_model(
         if "card" not in form.fields:
             raise InvalidInputError("the form field 'card' (the model card as JSON) is missing")
         card = parse_card(form.fields["card"])
-        assert upload[0].path is not None
-        row = await run_in_threadpool(
-            _register, state.db, storage, tenant_id, upload[0].path, card, settings.device
-        )
+        path = upload[0].path
+        assert path is not None
+        device = resolve_device(settings.device)
+        # The check (load + dry run of the tenant's code) runs in its own bounded pool,
+        # never in the thread pool every other route needs.
+        checked = await model_checks(state).run(lambda: check_upload(path, card, device))
+        row = await run_in_threadpool(_register, state.db, storage, tenant_id, path, checked)
     finally:
-        form.cleanup()
+        await run_in_threadpool(form.cleanup)
     response.headers["Location"] = f"/v1/models/{row.id}"
     return ModelPublic.from_row(row)
 
@@ -264,13 +277,15 @@ def download_model(
 @router.post(
     "/{model_id}/predict",
     response_model=PredictResponse | PredictBatchResponse,
-    responses={413: _413, 415: _415},
+    responses={413: _413, 415: _415, 429: _429},
     summary="Diagnose one image (`file`) or several (`files`)",
     description="Images are PNG, JPEG or DICOM (read from the content), converted to the "
     "card's channels and size. Concurrent requests are micro-batched. With "
     "`defense=smoothing`, the answer is the majority vote over `n` noisy copies "
     "(Gaussian, `sigma` in [0, 1] pixel units) with its certificate (Cohen et al. 2019): "
-    "`probability` is then the vote share.",
+    "`vote_share` replaces `probability`, and `smoothing.warnings` says when the vote "
+    "disagrees with the plain diagnosis. Each tenant's predicts are rate-limited (429 with "
+    "Retry-After) and `n` x files is capped (422, max_smoothing_samples).",
     openapi_extra=_PREDICT_BODY,
 )
 async def predict(
@@ -319,32 +334,43 @@ async def _predict(
     smoothing: SmoothingRequest | None,
 ) -> PredictResponse | PredictBatchResponse:
     row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
+    # An empty bucket is refused before a byte of the body is read.
+    predict_limiter(state).require(row.tenant_id)
     settings = state.settings
     limit = settings.max_image_bytes
+    # Files go to disk as they arrive (never a request's 64 files held in memory); each is
+    # read back when it is decoded, one at a time.
     form = await read_form(
         request,
         files={
-            "file": FileField(max_bytes=limit, too_large=_image_too_large),
+            "file": FileField(max_bytes=limit, to_disk=True, too_large=_image_too_large),
             "files": FileField(
                 max_bytes=limit,
                 max_count=settings.max_files_per_request,
+                to_disk=True,
                 too_large=_image_too_large,
             ),
         },
+        new_path=state.storage.new_upload_path,
     )
-    single, several = form.file_list("file"), form.file_list("files")
-    if single and several:
-        raise InvalidInputError("send one 'file' or several 'files', not both")
-    if not single and not several:
-        raise InvalidInputError("no image: send the form field 'file' (or 'files')")
-    return await predict_uploads(
-        service,
-        state.storage,
-        row,
-        single or several,
-        single=bool(single),
-        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-        smoothing=smoothing,
-        smoothing_batch=max(settings.batch_max_size, 128),
-        ticket=ticket,
-    )
+    try:
+        single, several = form.file_list("file"), form.file_list("files")
+        if single and several:
+            raise InvalidInputError("send one 'file' or several 'files', not both")
+        if not single and not several:
+            raise InvalidInputError("no image: send the form field 'file' (or 'files')")
+        charge(state, row.tenant_id, len(single or several), smoothing)
+        return await predict_uploads(
+            service,
+            state.storage,
+            row,
+            single or several,
+            single=bool(single),
+            limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+            smoothing=smoothing,
+            chunk=settings.smoothing_chunk_size,
+            ticket=ticket,
+            disconnected=request.is_disconnected,
+        )
+    finally:
+        await run_in_threadpool(form.cleanup)

@@ -15,11 +15,21 @@ no one else coming, a request runs at once; under load, requests that arrive whi
 batch runs form the next one, so batches grow with the load on their own.
 
 ``inference_threads`` bounds how many lanes run a forward pass at the same time (one by
-default: lanes of different models take turns on the device).
+default: lanes of different models take turns on the device). The gate is a FIFO
+(:class:`FairGate`): a lane that finishes a pass and has more work queues behind the lanes
+already waiting, so no lane holds the device for more than one pass while others wait.
 
-Other work that must not overlap the lane's forward passes (randomized smoothing, whose
-``n`` noisy copies are a batch of their own) runs on the same thread through
-:meth:`Lane.call`.
+Other work that must not overlap the lane's forward passes (randomized smoothing) runs on
+the same thread through :meth:`Lane.call`, one *chunk* per call: a smoothed request puts
+its next chunk on the queue only when the previous one is back, so plain requests that
+arrived meanwhile run in between, and the request can stop when its client has gone.
+
+The cache is fair between tenants: when it is full, the lane evicted is the least
+recently used one *of the tenant holding the most lanes*, so one tenant cycling through
+its models evicts its own, never everyone else's.
+
+:meth:`InferenceService.shutdown` (SIGTERM) stops taking work and fails every queued item
+with 503 at once; each lane finishes at most the pass it is running.
 """
 
 from __future__ import annotations
@@ -55,6 +65,46 @@ Loader = Callable[[], DiagnosticModel]
 
 class LaneClosedError(RuntimeError):
     """The lane was evicted between look-up and submission; look it up again."""
+
+
+def _shutting_down() -> ServiceUnavailableError:
+    return ServiceUnavailableError("the inference service is shutting down; retry shortly")
+
+
+class FairGate:
+    """A FIFO semaphore of ``slots``: ``release`` hands the slot to the longest waiter.
+
+    ``threading.Semaphore`` lets a releasing thread take the slot straight back (it never
+    sleeps in between), so a lane with a long queue would starve the others.
+    """
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiters: deque[threading.Event] = deque()
+        self._lock = threading.Lock()
+
+    def acquire(self) -> None:
+        with self._lock:
+            if self._free > 0 and not self._waiters:
+                self._free -= 1
+                return
+            turn = threading.Event()
+            self._waiters.append(turn)
+        turn.wait()  # the releasing thread passed its slot to us
+
+    def release(self) -> None:
+        with self._lock:
+            if self._waiters:
+                self._waiters.popleft().set()
+            else:
+                self._free += 1
+
+    def __enter__(self) -> FairGate:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -123,9 +173,11 @@ class Lane:
         *,
         max_batch: int,
         max_wait_s: float,
-        gate: threading.Semaphore,
+        gate: FairGate,
+        tenant: str = "",
     ) -> None:
         self.name = name
+        self.tenant = tenant
         self.model = model
         self.max_batch = max_batch
         self.max_wait_s = max_wait_s
@@ -185,6 +237,15 @@ class Lane:
         with self._cond:
             self._closed = True
             self._cond.notify()
+
+    def abort(self) -> None:
+        """Stop taking work and fail what is queued with 503; the running pass finishes."""
+        with self._cond:
+            self._closed = True
+            queued = list(self._queue)
+            self._queue.clear()
+            self._cond.notify()
+        _deliver(queued, None, _shutting_down())
 
     def join(self, timeout: float | None = None) -> None:
         self._thread.join(timeout)
@@ -271,11 +332,12 @@ class InferenceService:
         self.max_models = max_models
         self.max_batch = max_batch
         self.max_wait_s = max_wait_ms / 1000.0
-        self._gate = threading.BoundedSemaphore(concurrency)
+        self._gate = FairGate(concurrency)
         self._lock = threading.Lock()
         self._lanes: OrderedDict[tuple[str, str], Lane] = OrderedDict()
         self._loading: dict[tuple[str, str], concurrent.futures.Future[Lane]] = {}
         self._closed = False
+        self._stopped: list[Lane] = []
 
     def _key(self, model_id: str) -> tuple[str, str]:
         return (model_id, str(self.device))
@@ -294,12 +356,20 @@ class InferenceService:
         with self._lock:
             return [model_id for model_id, _ in self._lanes]
 
-    async def lane(self, model_id: str, loader: Loader) -> Lane:
+    def cached_by_tenant(self) -> dict[str, list[str]]:
+        """Cached model ids per tenant, least recently used first."""
+        with self._lock:
+            out: dict[str, list[str]] = {}
+            for (model_id, _), lane in self._lanes.items():
+                out.setdefault(lane.tenant, []).append(model_id)
+            return out
+
+    async def lane(self, model_id: str, loader: Loader, tenant: str = "") -> Lane:
         """The model's lane, loading it (off the event loop, once) on a cache miss."""
         key = self._key(model_id)
         with self._lock:
             if self._closed:
-                raise ServiceUnavailableError("the inference service is shutting down")
+                raise _shutting_down()
             lane = self._lanes.get(key)
             if lane is not None:
                 self._lanes.move_to_end(key)
@@ -317,6 +387,7 @@ class InferenceService:
                     max_batch=self.max_batch,
                     max_wait_s=self.max_wait_s,
                     gate=self._gate,
+                    tenant=tenant,
                 )
                 evicted = self._insert(key, lane)
                 for old in evicted:
@@ -332,14 +403,30 @@ class InferenceService:
 
     def _insert(self, key: tuple[str, str], lane: Lane) -> list[Lane]:
         with self._lock:
+            if self._closed:
+                lane.close()
+                raise _shutting_down()
             self._lanes[key] = lane
             self._lanes.move_to_end(key)
             evicted = []
             while len(self._lanes) > self.max_models:
-                old_key, old = self._lanes.popitem(last=False)
+                old_key = self._victim(key)
+                old = self._lanes.pop(old_key)
                 logger.info("evicting model %s from the inference cache", old_key[0])
                 evicted.append(old)
             return evicted
+
+    def _victim(self, keep: tuple[str, str]) -> tuple[str, str]:
+        """The least recently used lane of the tenant holding the most lanes (ties: the
+        tenant whose least recently used lane is oldest), never ``keep`` (just loaded)."""
+        counts: dict[str, int] = {}
+        for lane in self._lanes.values():
+            counts[lane.tenant] = counts.get(lane.tenant, 0) + 1
+        most = max(counts.values())
+        for k, lane in self._lanes.items():  # oldest first
+            if k != keep and counts[lane.tenant] == most:
+                return k
+        return next(k for k in self._lanes if k != keep)
 
     async def predict(
         self,
@@ -348,6 +435,7 @@ class InferenceService:
         count: int,
         prepare: Callable[[], list[torch.Tensor]],
         ticket: Ticket | None = None,
+        tenant: str = "",
     ) -> list[list[float]]:
         """Probabilities for ``count`` images that ``prepare`` decodes (in a worker thread).
 
@@ -355,7 +443,7 @@ class InferenceService:
         the ``ticket`` of :meth:`expect`), so a batch that is forming waits for them rather
         than leaving without them.
         """
-        lane = await self.lane(model_id, loader)
+        lane = await self.lane(model_id, loader, tenant)
         if ticket is not None and ticket.lane is lane:
             ticket.resize(count)
         else:
@@ -367,15 +455,29 @@ class InferenceService:
             try:
                 return await lane.infer(images, ticket)
             except LaneClosedError:  # evicted while decoding: once more, on a fresh lane
-                lane = await self.lane(model_id, loader)
-                return await lane.infer(images)
+                return await self.infer(model_id, loader, images, tenant)
         finally:
             ticket.release()
 
-    async def call(self, model_id: str, loader: Loader, fn: Callable[[DiagnosticModel], T]) -> T:
+    async def infer(
+        self, model_id: str, loader: Loader, images: Sequence[torch.Tensor], tenant: str = ""
+    ) -> list[list[float]]:
+        """Probabilities for images already decoded (micro-batched with the others)."""
+        for attempt in range(2):
+            lane = await self.lane(model_id, loader, tenant)
+            try:
+                return await lane.infer(images)
+            except LaneClosedError:
+                if attempt:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def call(
+        self, model_id: str, loader: Loader, fn: Callable[[DiagnosticModel], T], tenant: str = ""
+    ) -> T:
         """``fn(model)`` on the model's lane thread (see :meth:`Lane.call`)."""
         for attempt in range(2):
-            lane = await self.lane(model_id, loader)
+            lane = await self.lane(model_id, loader, tenant)
             try:
                 return await lane.call(fn)
             except LaneClosedError:
@@ -391,15 +493,23 @@ class InferenceService:
         for lane in lanes:
             lane.close()
 
-    def close(self, timeout: float = 10.0) -> None:
+    def shutdown(self) -> None:
+        """Stop at once (SIGTERM): no new work, queued work fails with 503; the pass each
+        lane is running finishes. Safe to call from a signal handler and more than once."""
         with self._lock:
             self._closed = True
             lanes = list(self._lanes.values())
             self._lanes.clear()
         for lane in lanes:
-            lane.close()
-        for lane in lanes:
-            lane.join(timeout)
+            lane.abort()
+        self._stopped.extend(lanes)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """:meth:`shutdown`, then wait up to ``timeout`` seconds in all for the lanes."""
+        self.shutdown()
+        deadline = time.monotonic() + timeout
+        for lane in self._stopped:
+            lane.join(max(0.0, deadline - time.monotonic()))
 
 
 _CREATE = threading.Lock()
@@ -411,6 +521,8 @@ def inference_service(state: AppState) -> InferenceService:
     with _CREATE:
         service = state.extras.get("inference")
         if service is None:
+            if state.extras.get("stopping"):
+                raise _shutting_down()
             settings = state.settings
             service = InferenceService(
                 device=resolve_device(settings.device),
