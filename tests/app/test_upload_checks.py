@@ -1,0 +1,89 @@
+"""Model upload checks run in their own bounded pool: a full pool answers 429 with
+Retry-After while other routes keep answering, and no failure path leaves an upload file."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from app.api.routes import models as model_routes
+from app.core import registry
+from tests.app.models_fixtures import MAX_MODEL_BYTES, Api, make_settings, new_tenant, open_client
+from tests.models.model_files import card_dict, tiny_net, write_torchscript
+
+
+@pytest.fixture
+def small_pool(tmp_path: Path) -> Iterator[TestClient]:
+    yield from open_client(make_settings(
+        tmp_path / "data", model_check_workers=1, max_pending_model_checks=1
+    ))
+
+
+def _leftovers(data_dir: Path) -> list[Path]:
+    uploads = data_dir / "uploads"
+    return sorted(p for p in uploads.rglob("*") if p.is_file()) if uploads.exists() else []
+
+
+def test_failed_uploads_leave_no_file(small_pool: TestClient, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    api = Api(small_pool, new_tenant(small_pool, "t"), data)
+    good = write_torchscript(tiny_net(), tmp_path / "m.pt")
+    cases = [
+        api.upload(None, card_dict(), content=b"not a model at all"),  # refused by the check
+        api.upload(good, "{not json"),  # a bad card, after the file was spooled
+        api.upload(None, card_dict(), content=b"\0" * (MAX_MODEL_BYTES + 1)),  # over the limit
+        api.upload(good, card_dict(labels=("a", "b", "c"))),  # outputs do not match the card
+    ]
+    assert [r.status_code for r in cases] == [422, 422, 413, 422]
+    assert _leftovers(data) == []
+    assert api.upload(good, card_dict()).status_code == 201
+    assert _leftovers(data) == []
+
+
+def test_a_full_check_pool_answers_429_and_other_routes_answer(
+    small_pool: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data"
+    api = Api(small_pool, new_tenant(small_pool, "t"), data)
+    good = write_torchscript(tiny_net(), tmp_path / "m.pt")
+    release = threading.Event()
+    entered = threading.Semaphore(0)
+    original = registry.check_upload
+
+    def slow_check(*args: Any, **kwargs: Any) -> Any:
+        entered.release()
+        release.wait(60)  # a hostile model's dry run that loops
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(model_routes, "check_upload", slow_check)
+    results: list[int] = []
+
+    def upload() -> None:
+        results.append(api.upload(good, card_dict()).status_code)
+
+    running = threading.Thread(target=upload)
+    running.start()
+    assert entered.acquire(timeout=60)  # the one worker is busy
+    waiting = threading.Thread(target=upload)
+    waiting.start()
+    deadline = time.monotonic() + 60
+    refused = api.upload(good, card_dict())
+    while refused.status_code != 429 and time.monotonic() < deadline:
+        # the second upload may not have reached the pool yet; try again
+        results.append(refused.status_code)
+        refused = api.upload(good, card_dict())
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "10"
+    assert small_pool.get("/health/live").json() == {"status": "ok"}
+    assert small_pool.get("/v1/models", headers=api.auth).status_code == 200
+    release.set()
+    running.join()
+    waiting.join()
+    assert sorted(results) == [201, 201]
+    assert _leftovers(data) == []
