@@ -52,7 +52,7 @@ class Settings(BaseSettings):
         default=50_000_000, ge=1,
         description="Largest estimated audit cost in image-passes (one forward and backward "
         "pass of one image): images x (1 + settings x steps x restarts or queries) + "
-        "analyses. 50M is a few hours of one GPU on a 224-pixel ResNet.",
+        "analyses. 50M is several hours of one GPU on a 224-pixel ResNet.",
     )
     max_active_jobs_per_tenant: int = Field(
         default=4, ge=1, le=10_000, description="Queued + running jobs per tenant."

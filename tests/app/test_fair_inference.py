@@ -1,15 +1,19 @@
-"""Fair inference without HTTP: the FIFO device gate and the per-tenant share of the cache."""
+"""Fair inference without HTTP: the FIFO device gate, the per-tenant share of the cache,
+shutdown, and smoothing that stops when its client has gone."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
 import time
+from pathlib import Path
 
+import pytest
 import torch
 
 from app.api.services.inference import FairGate, InferenceService
 from models.card import Head, ModelCard
+from models.smoothing import SmoothingVotes
 from models.wrapper import DiagnosticModel
 from tests.models.model_files import card_dict, tiny_net
 
@@ -106,3 +110,54 @@ def test_shutdown_fails_queued_work_with_503() -> None:
     from models.errors import ServiceUnavailableError
 
     assert isinstance(queued, ServiceUnavailableError)
+
+
+def test_smoothing_stops_when_the_client_goes_away(tmp_path: Path) -> None:
+    """``predict_uploads`` polls ``disconnected`` between chunks and gives the model back."""
+    from app.api.services.multipart import UploadedFile
+    from app.api.services.predictions import ImageLimits, SmoothingRequest, predict_uploads
+    from app.core.db import ModelRow
+    from app.core.storage import Storage
+    from models.errors import ServiceUnavailableError
+    from tests.app.models_fixtures import png_bytes
+
+    storage = Storage(tmp_path)
+    row = ModelRow(id="m1", tenant_id="A", name="m", format="torchscript", sha256="0" * 64,
+                   size_bytes=1, card=card_dict(), info={})
+    service = InferenceService(device=torch.device("cpu"))
+    model = _model()
+    chunks: list[int] = []
+    original = SmoothingVotes.run
+
+    def counting(self: SmoothingVotes, m: DiagnosticModel, max_copies: int | None = None) -> bool:
+        chunks.append(max_copies or 0)
+        return original(self, m, max_copies)
+
+    polls: list[int] = []
+
+    async def disconnected() -> bool:
+        polls.append(len(chunks))
+        return len(polls) >= 3  # the client leaves after the third chunk
+
+    parts = [UploadedFile("file", "x.png", None, data=bytearray(png_bytes(1)))]
+
+    async def run() -> object:
+        # The loader is the in-memory model: nothing is read from the (empty) store.
+        await service.lane("m1", lambda: model, "A")
+        return await predict_uploads(
+            service, storage, row, parts, single=True,
+            limits=ImageLimits(1 << 20, 1 << 20),
+            smoothing=SmoothingRequest(sigma=0.25, n=1000, alpha=0.001, seed=0),
+            chunk=16, disconnected=disconnected,
+        )
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(SmoothingVotes, "run", counting)
+        try:
+            with pytest.raises(ServiceUnavailableError, match="client went away"):
+                asyncio.run(run())
+        finally:
+            service.close()
+    # 1016 copies would take 64 chunks of 16; it stopped after the third.
+    assert len(chunks) == 3
+    assert polls == [1, 2, 3]

@@ -87,3 +87,36 @@ def test_a_full_check_pool_answers_429_and_other_routes_answer(
     waiting.join()
     assert sorted(results) == [201, 201]
     assert _leftovers(data) == []
+
+
+def test_health_live_answers_with_the_request_thread_pool_exhausted(
+    small_pool: TestClient,
+) -> None:
+    import anyio
+    import anyio.to_thread
+
+    release = threading.Event()
+
+    async def tokens() -> float:
+        return anyio.to_thread.current_default_thread_limiter().total_tokens
+
+    limiter_total = int(small_pool.portal.call(tokens))  # type: ignore[union-attr]
+    # Every thread of anyio's default pool blocked, as forty slow synchronous requests would.
+    futures = [
+        small_pool.portal.start_task_soon(anyio.to_thread.run_sync, release.wait)  # type: ignore[union-attr]
+        for _ in range(limiter_total)
+    ]
+
+    async def borrowed() -> float:
+        return anyio.to_thread.current_default_thread_limiter().borrowed_tokens
+
+    try:
+        deadline = time.monotonic() + 60
+        while small_pool.portal.call(borrowed) < limiter_total:  # type: ignore[union-attr]
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert small_pool.get("/health/live").json() == {"status": "ok"}
+    finally:
+        release.set()
+        for future in futures:
+            future.result(timeout=60)
