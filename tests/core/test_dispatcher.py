@@ -7,7 +7,9 @@ from __future__ import annotations
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import update
@@ -18,6 +20,7 @@ from app.core.dispatcher import LEASE_NAME, Dispatcher, sweep
 from app.core.jobs import create_job, dispatch
 from app.core.lease import current_holder, release, try_acquire
 from app.core.tenants import create_tenant
+from tests.support.services import drop_postgres, postgres_url
 
 BROKER = "redis://127.0.0.1:1/0"  # never reached: publishing is replaced by a recorder
 
@@ -37,11 +40,25 @@ class Publisher:
             self.sent.append((name, tuple(args)))
 
 
-@pytest.fixture
-def db(database_url: str) -> Database:
-    database = Database(database_url)
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """A database of this test's own (the sweeps see every job in it): a SQLite file, or a
+    fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'robustdx.db'}")
+        database.create_all()
+        yield database
+        return
+    url = postgres_url()
+    if url is None:
+        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    database = Database(url)
     database.create_all()
-    return database
+    try:
+        yield database
+    finally:
+        database.dispose()
+        drop_postgres(url)
 
 
 @pytest.fixture

@@ -36,6 +36,18 @@ class ModelCheckPool:
         self.workers, self.max_pending = workers, max_pending
         self._executor = ThreadPoolExecutor(workers, thread_name_prefix="model-check")
         self._admitted = threading.BoundedSemaphore(workers + max_pending)
+        self._count = 0
+        self._count_lock = threading.Lock()
+
+    @property
+    def admitted(self) -> int:
+        """Checks running or waiting now."""
+        with self._count_lock:
+            return self._count
+
+    def _add(self, delta: int) -> None:
+        with self._count_lock:
+            self._count += delta
 
     async def run(self, fn: Callable[[], T]) -> T:
         """``fn()`` on a check thread; :class:`RateLimitedError` when the pool is full."""
@@ -47,15 +59,19 @@ class ModelCheckPool:
                 {"limit": self.workers + self.max_pending},
             )
 
+        self._add(1)
+
         def task() -> T:
             try:
                 return fn()
             finally:
+                self._add(-1)
                 self._admitted.release()
 
         try:
             future = self._executor.submit(task)
         except BaseException:
+            self._add(-1)
             self._admitted.release()
             raise
         # If the request is cancelled, the check still ends (its slot is released by the
