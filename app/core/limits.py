@@ -64,6 +64,8 @@ ANALYSIS_PASSES: dict[str, int] = {
     "quantitative": 0,
     "sanity": 2,
 }
+#: Analyses that run only when named (the engine's ``OPT_IN_ANALYSES``; a test compares).
+OPT_IN_ANALYSES: tuple[str, ...] = ("perturbations",)
 #: Perturbations and severities the perturbation benchmark runs when not told.
 DEFAULT_PERTURBATIONS = 24
 DEFAULT_SEVERITIES = 5
@@ -133,11 +135,11 @@ def estimate_audit_cost(request: Mapping[str, Any], dataset_images: int) -> dict
         settings, passes = attack_settings(params), attack_passes(spec["name"], params)
         attacks.append({"name": spec["name"], "settings": settings, "passes_per_image": passes,
                         "cost": images * settings * passes})
+    # As the engine: none named (or an empty list) means all but the opt-in ones.
     named = request.get("analyses")
-    specs: list[dict[str, Any]] = (
-        named if named is not None
-        else [{"name": n} for n in (*ANALYSIS_PASSES, "perturbations")]
-    )
+    specs: list[dict[str, Any]] = named or [
+        {"name": n} for n in ANALYSIS_PASSES if n not in OPT_IN_ANALYSES
+    ]
     analyses: list[dict[str, Any]] = []
     for spec in specs:
         passes = _analysis_passes(spec["name"], spec.get("params") or {})

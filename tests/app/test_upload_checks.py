@@ -120,3 +120,35 @@ def test_health_live_answers_with_the_request_thread_pool_exhausted(
         release.set()
         for future in futures:
             future.result(timeout=60)
+
+
+def test_predict_files_are_spooled_and_removed_on_every_path(
+    small_pool: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from app.api.services import predictions
+    from tests.app.models_fixtures import MAX_FILES, MAX_IMAGE_BYTES, png_bytes
+
+    spooled: list[bool] = []
+    original = predictions.decode_uploads
+
+    def checking(parts: Any, *args: Any) -> Any:
+        # Every part is a file on disk when decoding starts, none held in memory.
+        spooled.extend(p.data is None and p.path is not None and p.path.is_file() for p in parts)
+        return original(parts, *args)
+
+    monkeypatch.setattr(predictions, "decode_uploads", checking)
+    data = tmp_path / "data"
+    api = Api(small_pool, new_tenant(small_pool, "t"), data)
+    model_id = api.register(write_torchscript(tiny_net(), tmp_path / "m.pt"), card_dict())["id"]
+    statuses = [
+        api.predict(model_id, ("bad.png", b"not an image")).status_code,
+        api.predict(model_id, ("big.png", b"\x89PNG" + b"\0" * MAX_IMAGE_BYTES)).status_code,
+        api.predict(model_id, *[(f"{i}.png", png_bytes(i)) for i in range(MAX_FILES + 1)])
+        .status_code,
+        api.predict(model_id, ("x.png", png_bytes()), defense="smoothing", n=0).status_code,
+        api.predict(model_id, ("ok.png", png_bytes())).status_code,
+        api.predict(model_id, ("a.png", png_bytes()), ("b.png", png_bytes(1))).status_code,
+    ]
+    assert statuses == [415, 413, 422, 422, 200, 200]
+    assert spooled == [True] * 4  # bad.png, ok.png, a.png, b.png reached the decoder
+    assert _leftovers(data) == []

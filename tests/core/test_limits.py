@@ -11,8 +11,11 @@ import pytest
 
 from app.core.db import Database
 from app.core.jobs import create_job
+from app.core.catalogue import ANALYSIS_NAMES
 from app.core.limits import (
+    ANALYSIS_PASSES,
     ATTACK_DEFAULTS,
+    OPT_IN_ANALYSES,
     RateLimiter,
     TokenBucket,
     attack_passes,
@@ -32,6 +35,20 @@ def test_engine_defaults_are_the_ones_the_estimate_assumes() -> None:
     for name, defaults in ATTACK_DEFAULTS.items():
         fields = attack_class(name).params_model.model_fields
         assert {k: fields[k].default for k in defaults} == defaults, name
+
+
+def test_every_analysis_has_a_cost_and_the_opt_in_ones_are_the_engines() -> None:
+    from workers.audit.engine import OPT_IN_ANALYSES as ENGINE_OPT_IN
+
+    assert sorted({*ANALYSIS_PASSES, "perturbations"}) == sorted(ANALYSIS_NAMES)
+    assert OPT_IN_ANALYSES == ENGINE_OPT_IN
+    default = estimate_audit_cost({"attacks": [], "options": {"min_eps": False}}, 10)
+    assert sorted(a["name"] for a in default["analyses"]) == sorted(
+        n for n in ANALYSIS_PASSES if n not in OPT_IN_ANALYSES
+    )
+    assert default["total"] == 10 + 10 * sum(ANALYSIS_PASSES.values())
+    assert estimate_audit_cost({"attacks": [], "analyses": [],
+                                "options": {"min_eps": False}}, 10) == default
 
 
 def test_attack_passes() -> None:
@@ -71,7 +88,7 @@ def test_estimate_terms() -> None:
 def test_budget_refusal_carries_the_estimate() -> None:
     request = {"attacks": [{"name": "apgd", "params": {"steps": 10**9, "restarts": 1000,
                                                         "eps": [0.01] * 200}}],
-               "analyses": [], "options": {"min_eps": False}}
+               "analyses": [{"name": "quantitative"}], "options": {"min_eps": False}}
     estimate = estimate_audit_cost(request, dataset_images=96)
     with pytest.raises(BudgetExceededError) as info:
         check_audit_budget(estimate, 50_000_000)
