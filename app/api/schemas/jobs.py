@@ -6,11 +6,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from app.core.db import JobRow
-from app.core.jobs import public_status
+from app.core.jobs import PUBLIC_STATES, public_status
 
 #: ``cancelling``: a cancel was asked for while a worker ran the job; it becomes
 #: ``cancelled`` once the worker has stopped.
-JobState = Literal["queued", "running", "cancelling", "succeeded", "failed", "cancelled"]
+JobState = Literal[PUBLIC_STATES]  # type: ignore[valid-type]
 
 
 class JobStatus(BaseModel):
