@@ -170,3 +170,16 @@ def test_active_jobs_cap_holds_under_concurrent_submissions(db: Database) -> Non
     assert len(refused) == 5
     assert {e.retry_after for e in refused} == {30}
     assert {e.details["limit"] for e in refused} == {3}
+
+
+def test_a_burst_smaller_than_the_largest_allowed_predict_is_refused() -> None:
+    from pydantic import ValidationError
+
+    from app.core.settings import Settings
+
+    defaults = Settings()
+    largest = defaults.max_smoothing_samples + 16 * defaults.max_files_per_request
+    assert defaults.predict_burst >= largest
+    with pytest.raises(ValidationError, match="PREDICT_BURST"):
+        Settings(predict_burst=largest - 1)
+    assert Settings(predict_burst=largest).predict_burst == largest
