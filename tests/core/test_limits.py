@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
+from app.core.catalogue import ANALYSIS_NAMES
 from app.core.db import Database
 from app.core.jobs import create_job
-from app.core.catalogue import ANALYSIS_NAMES
 from app.core.limits import (
     ANALYSIS_PASSES,
     ATTACK_DEFAULTS,
