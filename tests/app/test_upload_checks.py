@@ -100,19 +100,22 @@ def test_health_live_answers_with_the_request_thread_pool_exhausted(
     async def tokens() -> float:
         return anyio.to_thread.current_default_thread_limiter().total_tokens
 
-    limiter_total = int(small_pool.portal.call(tokens))  # type: ignore[union-attr]
+    assert small_pool.portal is not None
+    limiter_total = int(small_pool.portal.call(tokens))
     # Every thread of anyio's default pool blocked, as forty slow synchronous requests would.
-    futures = [
-        small_pool.portal.start_task_soon(anyio.to_thread.run_sync, release.wait)  # type: ignore[union-attr]
-        for _ in range(limiter_total)
-    ]
+    async def block() -> None:
+        await anyio.to_thread.run_sync(release.wait)
+
+    portal = small_pool.portal
+    assert portal is not None
+    futures = [portal.start_task_soon(block) for _ in range(limiter_total)]
 
     async def borrowed() -> float:
         return anyio.to_thread.current_default_thread_limiter().borrowed_tokens
 
     try:
         deadline = time.monotonic() + 60
-        while small_pool.portal.call(borrowed) < limiter_total:  # type: ignore[union-attr]
+        while portal.call(borrowed) < limiter_total:
             assert time.monotonic() < deadline
             time.sleep(0.01)
         assert small_pool.get("/health/live").json() == {"status": "ok"}

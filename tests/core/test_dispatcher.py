@@ -102,7 +102,7 @@ def test_one_dispatcher_holds_the_lease_and_another_takes_over(
     assert second.tick() == 2
     assert second.holding
     assert current_holder(db, LEASE_NAME) == second.holder
-    assert sorted(args[0] for _, args in publisher.sent) == sorted(job_ids + more)
+    assert sorted(str(args[0]) for _, args in publisher.sent) == sorted(job_ids + more)
     second.stop()
 
 
