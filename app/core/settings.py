@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="Noisy copies per turn on the model's lane: other requests run between "
         "a smoothed request's turns.",
     )
+    decode_threads_per_tenant: int = Field(
+        default=2, ge=1, le=64,
+        description="Threads one tenant's predicts may decode images in at once; the rest "
+        "of the request thread pool stays for everyone else.",
+    )
     model_check_workers: int = Field(
         default=2, ge=1, le=64,
         description="Model uploads checked (loaded and dry-run) at the same time, in their "

@@ -155,3 +155,56 @@ def test_predict_files_are_spooled_and_removed_on_every_path(
     assert statuses == [415, 413, 422, 422, 200, 200]
     assert spooled == [True] * 4  # bad.png, ok.png, a.png, b.png reached the decoder
     assert _leftovers(data) == []
+
+
+def test_one_tenants_slow_decodes_leave_threads_for_the_others(
+    small_pool: TestClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenant A's requests stuck decoding (hostile images) hold at most its own share of
+    threads: with a pool of 6 threads and 8 of A's predicts stuck, B is answered."""
+    import anyio.to_thread
+
+    from app.api.services import predictions
+    from tests.app.models_fixtures import png_bytes
+
+    a = Api(small_pool, new_tenant(small_pool, "a"), tmp_path / "data")
+    b = Api(small_pool, new_tenant(small_pool, "b"), tmp_path / "data")
+    path = write_torchscript(tiny_net(), tmp_path / "m.pt")
+    model_a, model_b = (t.register(path, card_dict())["id"] for t in (a, b))
+    release = threading.Event()
+    stuck = threading.Semaphore(0)
+    original = predictions.decode_uploads
+
+    def decode(parts: Any, *args: Any) -> Any:
+        if parts[0].filename.startswith("A-"):
+            stuck.release()
+            release.wait(60)
+        return original(parts, *args)
+
+    monkeypatch.setattr(predictions, "decode_uploads", decode)
+    portal = small_pool.portal
+    assert portal is not None
+
+    async def shrink() -> None:
+        anyio.to_thread.current_default_thread_limiter().total_tokens = 6
+
+    portal.call(shrink)
+    statuses: list[int] = []
+
+    def attack(i: int) -> None:
+        statuses.append(a.predict(model_a, (f"A-{i}.png", png_bytes(i))).status_code)
+
+    threads = [threading.Thread(target=attack, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for _ in range(2):  # A's two decoding threads are taken (its share)
+        assert stuck.acquire(timeout=60)
+    try:
+        assert b.predict(model_b, ("b.png", png_bytes(1))).status_code == 200
+        assert small_pool.get("/health/live").status_code == 200
+        assert not stuck.acquire(timeout=0.2)  # A never got a third decoding thread
+    finally:
+        release.set()
+        for t in threads:
+            t.join()
+    assert statuses == [200] * 8

@@ -33,6 +33,7 @@ from app.api.services.predictions import (
     ImageLimits,
     SmoothingRequest,
     charge,
+    decode_limiter,
     predict_limiter,
     predict_uploads,
 )
@@ -371,6 +372,7 @@ async def _predict(
             chunk=settings.smoothing_chunk_size,
             ticket=ticket,
             disconnected=request.is_disconnected,
+            decoders=decode_limiter(state, row.tenant_id),
         )
     finally:
         await run_in_threadpool(form.cleanup)

@@ -182,6 +182,7 @@ class InferenceService:
         prepare: Callable[[], list[torch.Tensor]],
         ticket: Ticket | None = None,
         tenant: str = "",
+        limiter: anyio.CapacityLimiter | None = None,
     ) -> list[list[float]]:
         """Probabilities for ``count`` images that ``prepare`` decodes (in a worker thread).
 
@@ -197,7 +198,7 @@ class InferenceService:
                 ticket.release()
             ticket = lane.expect(count)
         try:
-            images = await anyio.to_thread.run_sync(prepare)
+            images = await anyio.to_thread.run_sync(prepare, limiter=limiter)
             try:
                 return await lane.infer(images, ticket)
             except LaneClosedError:  # evicted while decoding: once more, on a fresh lane

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,25 +251,29 @@ async def predict_uploads(
     chunk: int = 64,
     ticket: Ticket | None = None,
     disconnected: Disconnected | None = None,
+    decoders: anyio.CapacityLimiter | None = None,
 ) -> PredictResponse | PredictBatchResponse:
     """Decode, run (micro-batched, or smoothed on the model's lane ``chunk`` copies at a
     time) and describe.
 
     ``ticket``: the request's announcement to the model's lane (``InferenceService.expect``).
     ``disconnected``: polled between smoothing chunks; the work stops when it says True.
+    ``decoders``: the tenant's share of decoding threads (:func:`decode_limiter`).
     """
     card = row_card(row)
     loader = model_loader(model_path(storage, row), card, dict(row.info), service.device)
     if smoothing is None:
         rows = await service.predict(
             row.id, loader, len(parts), lambda: decode_uploads(parts, card, limits), ticket,
-            row.tenant_id,
+            row.tenant_id, decoders,
         )
         answers = [describe(card, probs) for probs in rows]
     else:
         if ticket is not None:
             ticket.release()  # smoothing does not join the batches
-        images = await anyio.to_thread.run_sync(lambda: decode_uploads(parts, card, limits))
+        images = await anyio.to_thread.run_sync(
+            lambda: decode_uploads(parts, card, limits), limiter=decoders
+        )
         plain = await service.infer(row.id, loader, images, row.tenant_id)
         results = await _smoothed(service, row, loader, images, smoothing, chunk, disconnected)
         answers = [
@@ -297,6 +302,24 @@ def predict_limiter(state: AppState) -> RateLimiter:
             limiter = RateLimiter(settings.predict_rate_per_second, settings.predict_burst)
             state.extras["predict_limiter"] = limiter
         assert isinstance(limiter, RateLimiter)
+        return limiter
+
+
+def decode_limiter(state: AppState, tenant_id: str) -> anyio.CapacityLimiter:
+    """The tenant's decoding threads (``decode_threads_per_tenant``): a tenant sending many
+    large images at once waits for its own decoders instead of taking every thread of the
+    pool the other tenants' requests need. Kept for the 10,000 most recent tenants."""
+    with _LIMITER:
+        limiters = state.extras.setdefault("decode_limiters", OrderedDict())
+        limiter = limiters.get(tenant_id)
+        if limiter is None:
+            limiter = limiters[tenant_id] = anyio.CapacityLimiter(
+                state.settings.decode_threads_per_tenant
+            )
+            while len(limiters) > 10_000:
+                limiters.popitem(last=False)
+        limiters.move_to_end(tenant_id)
+        assert isinstance(limiter, anyio.CapacityLimiter)
         return limiter
 
 
