@@ -83,10 +83,10 @@ def startup(settings: Settings) -> AppState:
 
 def stop_inference(state: AppState) -> None:
     """Fail queued inference with 503 and stop taking more (see the module docstring)."""
+    state.extras["stopping"] = True  # first: no service may be created after this
     service = state.extras.get("inference")
     if service is not None:
         service.shutdown()
-    state.extras["stopping"] = True
 
 
 def install_signal_handlers(state: AppState) -> None:
