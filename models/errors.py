@@ -1,5 +1,5 @@
 """The RobustDx exception tree. Every domain error is one of these; the HTTP layer maps them
-to status codes in one table (``app/errors.py``), and third-party errors are converted at
+to status codes in one table (``app/api/errors.py``), and third-party errors are converted at
 the boundary with ``raise ... from exc``.
 
 ::
@@ -15,10 +15,12 @@ the boundary with ``raise ... from exc``.
     │   ├── InvalidDatasetError           bad archive or labels (422)
     │   ├── LabelMismatchError            dataset labels vs model card (422)
     │   └── InvalidParametersError        attack / analysis / defense parameters (422)
+    │       └── BudgetExceededError       estimated cost over the tenant's limit (422)
     ├── PayloadTooLargeError              upload over its limit (413)
     ├── AuthenticationError               no key or a wrong key (401)
     ├── NotFoundError                     unknown id, or another tenant's (404)
     ├── ConflictError                     state does not allow it (409)
+    ├── RateLimitedError                  too much at once; retry after ``retry_after`` s (429)
     ├── JobCancelledError                 raised inside workers when a job is cancelled
     └── ServiceUnavailableError           a dependency is down (503)
 """
@@ -85,6 +87,12 @@ class InvalidParametersError(InvalidInputError):
     code = "invalid_parameters"
 
 
+class BudgetExceededError(InvalidParametersError):
+    """The request's estimated cost is over a limit; ``details`` carry the estimate."""
+
+    code = "budget_exceeded"
+
+
 class PayloadTooLargeError(RobustDxError):
     code = "payload_too_large"
 
@@ -99,6 +107,19 @@ class NotFoundError(RobustDxError):
 
 class ConflictError(RobustDxError):
     code = "conflict"
+
+
+class RateLimitedError(RobustDxError):
+    """Over a rate or concurrency limit; the same request may succeed ``retry_after``
+    seconds later (whole seconds, at least 1)."""
+
+    code = "rate_limited"
+
+    def __init__(
+        self, message: str, retry_after: float, details: dict[str, Any] | None = None
+    ) -> None:
+        self.retry_after = max(1, int(-(-retry_after // 1)))  # ceil, and never 0
+        super().__init__(message, {**(details or {}), "retry_after": self.retry_after})
 
 
 class JobCancelledError(RobustDxError):

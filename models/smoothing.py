@@ -65,6 +65,8 @@ class SmoothedPrediction:
         finding_radius: multi-label: label -> certified L2 radius of that finding's
             outcome picked by the ``n0`` selection copies (0 where the vote is not
             significant, or disagrees with ``positive``); empty otherwise.
+        finding_p_lower: multi-label: label -> Clopper-Pearson lower bound of the share of
+            copies agreeing with the outcome the ``n0`` copies picked; empty otherwise.
         sigma, n, n0, alpha: the smoothing parameters used.
     """
 
@@ -81,6 +83,7 @@ class SmoothedPrediction:
     alpha: float
     positive: dict[str, bool] = field(default_factory=dict)
     finding_radius: dict[str, float] = field(default_factory=dict)
+    finding_p_lower: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -93,6 +96,7 @@ class SmoothedPrediction:
             "abstained": self.abstained,
             "positive": self.positive,
             "finding_radius": self.finding_radius,
+            "finding_p_lower": self.finding_p_lower,
             "sigma": self.sigma,
             "n": self.n,
             "n0": self.n0,
@@ -145,34 +149,95 @@ def _as_batch(model: DiagnosticModel, x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _noisy_predictions(
-    model: DiagnosticModel,
-    x: torch.Tensor,
-    copies: int,
-    *,
-    sigma: float,
-    clip: bool,
-    batch_size: int,
-    generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Predictions of ``copies`` noisy versions of every image, image-major:
-    ``[N, copies]`` class indices, or ``[N, copies, K]`` 0/1 findings."""
-    device = model.device
-    noise_device = generator.device if generator is not None else device
-    total = x.shape[0] * copies
-    outs: list[torch.Tensor] = []
-    for start in range(0, total, batch_size):
-        idx = torch.arange(start, min(start + batch_size, total), device=device) // copies
-        clean = x.index_select(0, idx)
-        noise = torch.randn(
-            clean.shape, generator=generator, device=noise_device, dtype=clean.dtype
-        ).to(device)
-        noisy = clean + sigma * noise
-        if clip:
-            noisy = noisy.clamp(0.0, 1.0)
-        outs.append(predict(model(noisy), model.head, model.thresholds))
-    pred = torch.cat(outs)
-    return pred.view(x.shape[0], copies, *pred.shape[1:])
+class SmoothingVotes:
+    """The noisy votes of a smoothed prediction, computed a chunk at a time.
+
+    ``run(model, max_copies)`` draws and classifies at most ``max_copies`` more noisy copies
+    (whole batches of ``batch_size``) and says whether all ``N x (n0 + n)`` are done, so a
+    server can give other requests the model between chunks and stop when its client has
+    gone; :meth:`results` then gives the certificates. The noise is drawn in the same order
+    whatever the chunking, so a seeded run gives the same answer chunked or not.
+    """
+
+    def __init__(
+        self,
+        model: DiagnosticModel,
+        x: torch.Tensor,
+        *,
+        sigma: float,
+        n: int,
+        alpha: float = 0.001,
+        n0: int = 16,
+        batch_size: int = 256,
+        clip: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        _validate(sigma, n, n0, alpha, batch_size)
+        self.x = _as_batch(model, x).to(model.device)
+        self.sigma, self.n, self.n0, self.alpha = sigma, n, n0, alpha
+        self.batch_size, self.clip, self.generator = batch_size, clip, generator
+        self.labels, self.head = model.labels, model.head
+        self.copies = n0 + n
+        self.total = self.x.shape[0] * self.copies
+        self._start = 0
+        self._outs: list[torch.Tensor] = []
+
+    @property
+    def done(self) -> bool:
+        return self._start >= self.total
+
+    def run(self, model: DiagnosticModel, max_copies: int | None = None) -> bool:
+        """Classify up to ``max_copies`` more noisy copies (at least one batch); True once
+        every copy is done. ``model`` is put in eval mode for the call and restored after."""
+        budget = self.total if max_copies is None else max(max_copies, 1)
+        device = model.device
+        noise_device = self.generator.device if self.generator is not None else device
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.inference_mode():
+                spent = 0
+                while not self.done and spent < budget:
+                    stop = min(self._start + self.batch_size, self.total)
+                    idx = torch.arange(self._start, stop, device=device) // self.copies
+                    clean = self.x.index_select(0, idx)
+                    noise = torch.randn(
+                        clean.shape, generator=self.generator, device=noise_device,
+                        dtype=clean.dtype,
+                    ).to(device)
+                    noisy = clean + self.sigma * noise
+                    if self.clip:
+                        noisy = noisy.clamp(0.0, 1.0)
+                    self._outs.append(predict(model(noisy), model.head, model.thresholds).cpu())
+                    spent += stop - self._start
+                    self._start = stop
+        finally:
+            model.train(was_training)
+        return self.done
+
+    def results(self) -> list[SmoothedPrediction]:
+        """One :class:`SmoothedPrediction` per image (after :meth:`run` returned True)."""
+        if not self.done:
+            raise RuntimeError("the smoothing votes are not complete")
+        pred = torch.cat(self._outs)
+        preds = pred.view(self.x.shape[0], self.copies, *pred.shape[1:])
+        n, n0, sigma, alpha, labels = self.n, self.n0, self.sigma, self.alpha, self.labels
+        if self.head == Head.SIGMOID:
+            select = preds[:, :n0].sum(dim=1).long()
+            estimate = preds[:, n0:].sum(dim=1).long()
+            return [
+                _multi(labels, s, e, sigma, n, n0, alpha)
+                for s, e in zip(select, estimate, strict=True)
+            ]
+        k = len(labels)
+        rows = preds.shape[0]
+        offsets = torch.arange(rows).view(-1, 1) * k
+        select = torch.bincount((preds[:, :n0] + offsets).flatten(), minlength=rows * k)
+        estimate = torch.bincount((preds[:, n0:] + offsets).flatten(), minlength=rows * k)
+        return [
+            _single(labels, s, e, sigma, n, n0, alpha)
+            for s, e in zip(select.view(rows, k), estimate.view(rows, k), strict=True)
+        ]
 
 
 def smooth_predict(
@@ -188,7 +253,7 @@ def smooth_predict(
     generator: torch.Generator | None = None,
 ) -> list[SmoothedPrediction]:
     """Smoothed predictions (and certificates) for ``x`` ``[C, H, W]`` or ``[N, C, H, W]``
-    in [0, 1].
+    in [0, 1], in one go (:class:`SmoothingVotes` runs it in chunks).
 
     Args:
         model: the wrapped model; put in eval mode for the call and restored after.
@@ -209,39 +274,12 @@ def smooth_predict(
         InvalidParametersError: parameters out of range.
         InvalidImageError: images of the wrong shape or not finite.
     """
-    _validate(sigma, n, n0, alpha, batch_size)
-    x = _as_batch(model, x).to(model.device)
-    labels = model.labels
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.inference_mode():
-            preds = _noisy_predictions(
-                model,
-                x,
-                n0 + n,
-                sigma=sigma,
-                clip=clip,
-                batch_size=batch_size,
-                generator=generator,
-            ).cpu()
-    finally:
-        model.train(was_training)
-    if model.head == Head.SIGMOID:
-        select = preds[:, :n0].sum(dim=1).long()
-        estimate = preds[:, n0:].sum(dim=1).long()
-        return [
-            _multi(labels, s, e, sigma, n, n0, alpha) for s, e in zip(select, estimate, strict=True)
-        ]
-    k = len(labels)
-    rows = preds.shape[0]
-    offsets = torch.arange(rows).view(-1, 1) * k
-    select = torch.bincount((preds[:, :n0] + offsets).flatten(), minlength=rows * k)
-    estimate = torch.bincount((preds[:, n0:] + offsets).flatten(), minlength=rows * k)
-    return [
-        _single(labels, s, e, sigma, n, n0, alpha)
-        for s, e in zip(select.view(rows, k), estimate.view(rows, k), strict=True)
-    ]
+    votes = SmoothingVotes(
+        model, x, sigma=sigma, n=n, alpha=alpha, n0=n0, batch_size=batch_size, clip=clip,
+        generator=generator,
+    )
+    votes.run(model)
+    return votes.results()
 
 
 def _single(
@@ -284,11 +322,13 @@ def _multi(
 ) -> SmoothedPrediction:
     votes = {label: int(c) for label, c in zip(labels, estimate.tolist(), strict=True)}
     radius: dict[str, float] = {}
+    p_lower: dict[str, float] = {}
     for label, s, c in zip(labels, select.tolist(), votes.values(), strict=True):
         # As for single-label: the n0 copies pick the outcome, the n copies bound it.
         picked_positive = 2 * s > n0
         agreeing = c if picked_positive else n - c
-        radius[label] = certified_radius(lower_confidence_bound(agreeing, n, alpha), sigma)
+        p_lower[label] = lower_confidence_bound(agreeing, n, alpha)
+        radius[label] = certified_radius(p_lower[label], sigma)
     return SmoothedPrediction(
         label=None,
         index=None,
@@ -303,4 +343,5 @@ def _multi(
         alpha=alpha,
         positive={label: 2 * c > n for label, c in votes.items()},
         finding_radius=radius,
+        finding_p_lower=p_lower,
     )

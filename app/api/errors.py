@@ -28,6 +28,7 @@ from models.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    RateLimitedError,
     RobustDxError,
     ServiceUnavailableError,
 )
@@ -43,6 +44,7 @@ STATUS_BY_ERROR: list[tuple[type[RobustDxError], int]] = [
     (AuthenticationError, 401),
     (NotFoundError, 404),
     (ConflictError, 409),
+    (RateLimitedError, 429),
     (ServiceUnavailableError, 503),
 ]
 
@@ -62,6 +64,8 @@ async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RobustDxError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, RateLimitedError):
+        headers = {"Retry-After": str(exc.retry_after)}
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status, headers=headers)
 
 

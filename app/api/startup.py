@@ -1,8 +1,18 @@
-"""What the API process does when it starts and stops."""
+"""What the API process does when it starts and stops.
+
+On SIGTERM (or SIGINT) the inference service stops at once, before the server starts
+waiting for open requests: queued inference fails with 503 and each lane finishes only
+the pass it is running, so the server's wait for in-flight requests is bounded by one pass
+instead of by the longest request (a smoothed predict could otherwise run for many
+minutes). The server's own handler then runs as before.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -60,10 +70,44 @@ def startup(settings: Settings) -> AppState:
                     logger.exception("could not register the demo zoo")
     if settings.run_dispatcher:
         state.dispatcher = Dispatcher(
-            db, settings.resolved_broker_url, settings.stale_after_seconds
+            db,
+            settings.resolved_broker_url,
+            settings.stale_after_seconds,
+            interval=settings.dispatcher_interval_seconds,
+            lease_seconds=settings.dispatcher_lease_seconds,
         )
         state.dispatcher.start()
+    install_signal_handlers(state)
     return state
+
+
+def stop_inference(state: AppState) -> None:
+    """Fail queued inference with 503 and stop taking more (see the module docstring)."""
+    state.extras["stopping"] = True  # first: no service may be created after this
+    service = state.extras.get("inference")
+    if service is not None:
+        service.shutdown()
+
+
+def install_signal_handlers(state: AppState) -> None:
+    """Chain a handler before the server's for SIGTERM and SIGINT (main thread only: an
+    in-process test client runs the lifespan in another thread and needs none)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(signum)
+
+        def handler(received: int, frame: Any, previous: Any = previous) -> None:
+            # A signal handler runs between two bytecodes of the event loop, which may hold
+            # the service's locks: stop it from a thread of its own.
+            threading.Thread(target=stop_inference, args=(state,), daemon=True).start()
+            if callable(previous):
+                previous(received, frame)
+            elif previous == signal.SIG_DFL:  # no server handler: die as the default would
+                signal.signal(received, signal.SIG_DFL)
+                os.kill(os.getpid(), received)
+
+        signal.signal(signum, handler)
 
 
 def shutdown(state: AppState) -> None:
@@ -71,4 +115,7 @@ def shutdown(state: AppState) -> None:
         state.dispatcher.stop()
     service = state.extras.get("inference")
     if service is not None:
-        service.close()
+        service.close(timeout=state.settings.shutdown_grace_seconds)
+    checks = state.extras.get("model_checks")
+    if checks is not None:
+        checks.close()

@@ -9,6 +9,15 @@ so a loop here looks for:
   whose message is no longer waiting in the broker (a killed worker, or a broker restart
   that lost its queues). They are enqueued again; tasks are idempotent, so a duplicate
   delivery (Celery #7918) is harmless.
+
+Every send is claimed on its row first (:func:`app.core.jobs.claim`, and a guarded
+``UPDATE`` for shards), so the dispatcher never sends what a submitting request (or another
+dispatcher) already sent. Only one process runs the sweep at a time: the holder of the
+``dispatcher`` lease (:mod:`app.core.lease`), renewed on every pass and taken over by
+another API process once it expires or is released.
+
+A job whose cancel was requested and whose worker has gone silent is ended ``cancelled``
+here instead of being sent again: nobody is left to notice the flag.
 """
 
 from __future__ import annotations
@@ -22,8 +31,11 @@ from sqlalchemy import or_, select, update
 
 from app.core import webhooks
 from app.core.db import Database, JobRow, ShardRow
-from app.core.jobs import dispatch
+from app.core.jobs import FINAL_STATES, dispatch
+from app.core.lease import holder_id, release, try_acquire
 from app.core.queue import TASK_QUEUES, send_task
+
+LEASE_NAME = "dispatcher"
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +82,7 @@ def sweep(db: Database, broker_url: str, stale_after: float) -> int:
     for job_id in never_sent:
         sent += dispatch(db, broker_url, job_id)
     sent += _announce(db, broker_url)
+    _end_abandoned_cancels(db, stale)
 
     try:
         waiting = waiting_task_args(broker_url)
@@ -84,36 +97,31 @@ def sweep(db: Database, broker_url: str, stale_after: float) -> int:
             .where(
                 ShardRow.status.in_(("pending", "running")),
                 JobRow.status == "running",
+                JobRow.cancel_requested.is_(False),
                 or_(ShardRow.heartbeat_at.is_(None), ShardRow.heartbeat_at < stale),
             )
         ).all()
         lost_jobs = session.execute(
-            select(JobRow.id, JobRow.kind, JobRow.stage).where(
+            select(JobRow.id, JobRow.kind, JobRow.stage, JobRow.attempts).where(
                 JobRow.status.in_(("queued", "running")),
+                JobRow.cancel_requested.is_(False),
                 JobRow.enqueued_at.is_not(None),
                 or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < stale),
             )
         ).all()
     for job_id, index in lost_shards:
         args: list[object] = [job_id, index]
-        if _waiting(args, waiting):
+        if _waiting(args, waiting) or not _claim_shard(db, job_id, index, stale):
             continue
         logger.warning("re-enqueueing shard %s/%s (no heartbeat)", job_id, index)
-        if _send(broker_url, AUDIT_SHARD_TASK, args):
-            sent += 1
-            with db.session() as session:
-                session.execute(
-                    update(ShardRow)
-                    .where(ShardRow.job_id == job_id, ShardRow.index == index,
-                           ShardRow.status != "done")
-                    .values(status="pending", heartbeat_at=now)
-                )
-    for job_id, kind, stage in lost_jobs:
+        sent += _send(broker_url, AUDIT_SHARD_TASK, args)
+    for job_id, kind, stage, attempts in lost_jobs:
         task = _stage_task(kind, stage)
         if task is None or _waiting([job_id], waiting):
             continue
         logger.warning("re-enqueueing job %s stage %s (no heartbeat)", job_id, stage)
-        sent += dispatch(db, broker_url, job_id, task)
+        sent += dispatch(db, broker_url, job_id, task, seen_attempts=attempts,
+                         stale_before=stale)
     return sent
 
 
@@ -122,6 +130,42 @@ def _announce(db: Database, broker_url: str) -> int:
     webhooks.announce_ended_jobs(db)
     return sum(_send(broker_url, webhooks.DELIVER_TASK, [delivery_id])
                for delivery_id in webhooks.claim_due(db))
+def _claim_shard(db: Database, job_id: str, index: int, stale: datetime) -> bool:
+    """Compare-and-set: the shard is still unfinished and silent; mark it re-sent now."""
+    with db.session() as session:
+        result = session.execute(
+            update(ShardRow).execution_options(synchronize_session=False)
+            .where(
+                ShardRow.job_id == job_id,
+                ShardRow.index == index,
+                ShardRow.status != "done",
+                or_(ShardRow.heartbeat_at.is_(None), ShardRow.heartbeat_at < stale),
+            )
+            .values(status="pending", heartbeat_at=datetime.now(UTC))
+        )
+        return getattr(result, "rowcount", 0) == 1
+
+
+def _end_abandoned_cancels(db: Database, stale: datetime) -> None:
+    """Cancelled jobs whose workers all went silent (the job's and every shard's heartbeat):
+    nobody will record the end, so do it here."""
+    live_shard = (
+        select(ShardRow.id)
+        .where(ShardRow.job_id == JobRow.id, ShardRow.status == "running",
+               ShardRow.heartbeat_at >= stale)
+        .exists()
+    )
+    with db.session() as session:
+        session.execute(
+            update(JobRow).execution_options(synchronize_session=False)
+            .where(
+                JobRow.cancel_requested.is_(True),
+                JobRow.status.not_in(FINAL_STATES),
+                or_(JobRow.heartbeat_at.is_(None), JobRow.heartbeat_at < stale),
+                ~live_shard,
+            )
+            .values(status="cancelled", stage="cancelled", finished_at=datetime.now(UTC))
+        )
 
 
 def _stage_task(kind: str, stage: str) -> str | None:
@@ -144,14 +188,18 @@ def _send(broker_url: str, task: str, args: list[object]) -> bool:
 
 
 class Dispatcher:
-    """Runs :func:`sweep` every ``interval`` seconds in a daemon thread."""
+    """Runs :func:`sweep` every ``interval`` seconds in a daemon thread, while it holds the
+    ``dispatcher`` lease (``lease_seconds`` long, renewed on every pass)."""
 
     def __init__(self, db: Database, broker_url: str, stale_after: float,
-                 interval: float = 2.0) -> None:
+                 interval: float = 2.0, lease_seconds: float = 20.0) -> None:
         self.db = db
         self.broker_url = broker_url
         self.stale_after = stale_after
         self.interval = interval
+        self.lease_seconds = max(lease_seconds, 2 * interval)
+        self.holder = holder_id()
+        self.holding = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="robustdx-dispatcher", daemon=True)
 
@@ -160,11 +208,29 @@ class Dispatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        if self._thread.is_alive():
+            self._thread.join(timeout=10)
+        if self.holding:
+            try:
+                release(self.db, LEASE_NAME, self.holder)
+            except Exception:  # the database may be gone at shutdown; the lease expires
+                logger.warning("could not release the dispatcher lease", exc_info=True)
+            self.holding = False
+
+    def tick(self) -> int:
+        """Renew (or take) the lease and, when held, sweep once; tasks sent."""
+        held = try_acquire(self.db, LEASE_NAME, self.holder, self.lease_seconds)
+        if held != self.holding:
+            logger.info("dispatcher %s %s the lease", self.holder,
+                        "holds" if held else "lost")
+        self.holding = held
+        if not held:
+            return 0
+        return sweep(self.db, self.broker_url, self.stale_after)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                sweep(self.db, self.broker_url, self.stale_after)
+                self.tick()
             except Exception:
                 logger.exception("dispatcher sweep failed")

@@ -50,8 +50,9 @@ def sandbox_limits(settings: Settings) -> SandboxLimits:
 
 
 def check_upload(path: Path, card: ModelCard, limits: SandboxLimits | None) -> CheckedUpload:
-    """The one place an uploaded file is loaded and dry-run: in a child process of a small
-    bounded pool (never a request thread), killed past its CPU, memory or wall-time limit."""
+    """The one check every model file goes through before it is stored: hash, safe load and
+    dry run (:func:`models.loading.check_model_file`) in a child process of a small bounded
+    pool (:mod:`models.sandbox`), killed past its CPU, memory or wall-time limit."""
     return check_model_file_isolated(path, card, limits=limits)
 
 
@@ -65,9 +66,13 @@ def register_model_file(
     lineage: Mapping[str, Any] | None = None,
     keep_source: bool = False,
     limits: SandboxLimits | None = None,
+    checked: CheckedUpload | None = None,
 ) -> ModelRow:
     """Check a model file (safe load + dry run, in a sandboxed child process under
     ``limits``: see :mod:`models.sandbox`) and register it for ``tenant_id``.
+
+    ``checked``: the result of :func:`check_upload` when the caller ran it already (uploads
+    run it outside the request thread pool).
 
     The file is moved into the store (copied with ``keep_source=True``). Nothing is left
     in the store when the file is refused. The row is flushed, not committed: the caller's
@@ -77,7 +82,8 @@ def register_model_file(
         UnsafeModelFileError, InvalidModelFileError, InvalidCardError: see
             :func:`models.loading.load_model`.
     """
-    checked = check_upload(path, card, limits)
+    if checked is None:
+        checked = check_upload(path, card, limits)
     model_id = new_id()
     folder = storage.model_dir(model_id)
     try:

@@ -91,6 +91,53 @@ class Settings(BaseSettings):
     model_cache_size: int = Field(default=4, ge=1, le=256)
     inference_threads: int = Field(default=1, ge=1, le=64)
 
+    # Fair use (per tenant; see app/core/limits.py and docs/security.md).
+    max_audit_cost: int = Field(
+        default=50_000_000, ge=1,
+        description="Largest estimated audit cost in image-passes (one forward and backward "
+        "pass of one image): images x (1 + settings x steps x restarts or queries) + "
+        "analyses. 50M is several hours of one GPU on a 224-pixel ResNet.",
+    )
+    max_active_jobs_per_tenant: int = Field(
+        default=4, ge=1, le=10_000, description="Queued + running jobs per tenant."
+    )
+    active_jobs_retry_after_seconds: float = Field(default=30.0, gt=0, le=3600)
+    predict_rate_per_second: float = Field(
+        default=200.0, gt=0,
+        description="Image forward passes per second per tenant and API process (a smoothed "
+        "image costs n0 + n).",
+    )
+    predict_burst: int = Field(
+        default=12_000, ge=1, description="Token-bucket capacity of the predict rate limit."
+    )
+    max_smoothing_samples: int = Field(
+        default=10_000, ge=1, description="n x files per smoothed predict request."
+    )
+    smoothing_chunk_size: int = Field(
+        default=64, ge=1, le=4096,
+        description="Noisy copies per turn on the model's lane: other requests run between "
+        "a smoothed request's turns.",
+    )
+    decode_threads_per_tenant: int = Field(
+        default=2, ge=1, le=64,
+        description="Threads one tenant's predicts may decode images in at once; the rest "
+        "of the request thread pool stays for everyone else.",
+    )
+    model_check_workers: int = Field(
+        default=2, ge=1, le=64,
+        description="Model uploads checked (loaded and dry-run) at the same time, in their "
+        "own executor, never in the request thread pool.",
+    )
+    max_pending_model_checks: int = Field(
+        default=8, ge=1, le=10_000,
+        description="Uploads waiting for a check slot; more are refused with 429.",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=10.0, gt=0, le=600,
+        description="On SIGTERM, queued inference fails with 503 at once; lane threads get "
+        "this long to finish the pass they are running.",
+    )
+
     # Workers.
     worker_queues: str = Field(default="gpu,cpu", description="Queues a worker consumes.")
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default.")
@@ -109,6 +156,23 @@ class Settings(BaseSettings):
     run_dispatcher: bool = Field(
         default=True, description="Run the dispatcher/watchdog loop in the API process."
     )
+    dispatcher_interval_seconds: float = Field(default=2.0, gt=0, le=300)
+    dispatcher_lease_seconds: float = Field(
+        default=20.0, gt=0, le=3600,
+        description="How long the dispatcher lease lasts without renewal; another API "
+        "process takes the dispatcher over this long after its holder died.",
+    )
+
+    @model_validator(mode="after")
+    def _burst_fits_the_largest_request(self) -> Settings:
+        # 16: the selection copies (n0) every smoothed image adds to its n counted ones.
+        largest = self.max_smoothing_samples + 16 * self.max_files_per_request
+        if self.predict_burst < max(largest, self.max_files_per_request):
+            raise ValueError(
+                f"ROBUSTDX_PREDICT_BURST ({self.predict_burst}) must be at least the largest "
+                f"predict the limits allow ({largest} image passes)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -70,6 +70,11 @@ def probs_of(body: dict) -> list[float]:
     return [p["probability"] for p in body["predictions"]]
 
 
+def shares_of(body: dict) -> list[float]:
+    assert [p["probability"] for p in body["predictions"]] == [None] * len(body["predictions"])
+    return [p["vote_share"] for p in body["predictions"]]
+
+
 @pytest.fixture
 def softmax_model(api: Api, tmp_path: Path) -> tuple[str, TinyNet]:
     net = tiny_net(seed=1)
@@ -380,11 +385,14 @@ def test_smoothing_certifies_a_constant_model(api: Api, tmp_path: Path) -> None:
     s = body["smoothing"]
     assert s["label"] == body["top_label"] == "malignant"
     assert not s["abstained"]
-    assert probs_of(body) == [0.0, 1.0]
+    assert shares_of(body) == [0.0, 1.0]
     # Unanimous votes: p_lower = alpha ** (1 / n) (Clopper-Pearson), radius = sigma Phi^-1.
     p_lower = 0.001 ** (1 / 100)
     assert s["p_lower"] == pytest.approx(p_lower, rel=1e-6)
-    assert s["radius"] == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-6)
+    assert s["certified_radius"] == pytest.approx(0.25 * norm.ppf(p_lower), rel=1e-6)
+    # The plain model says "malignant" too: no warning.
+    assert s["agreement_with_plain"] == 1.0
+    assert s["warnings"] == []
 
 
 def test_smoothing_abstains_on_a_coin_toss(api: Api, tmp_path: Path) -> None:
@@ -396,10 +404,11 @@ def test_smoothing_abstains_on_a_coin_toss(api: Api, tmp_path: Path) -> None:
         model["id"], ("grey.png", buf.getvalue()), defense="smoothing", sigma=0.5, n=200, seed=1
     ).json()
     assert body["smoothing"]["abstained"] is True
-    assert body["smoothing"]["radius"] is None
+    assert body["smoothing"]["certified_radius"] == 0.0
+    assert body["smoothing"]["p_lower"] < 0.5
     assert body["top_label"] is None
     assert not any(p["positive"] for p in body["predictions"])
-    assert 0.3 < body["predictions"][0]["probability"] < 0.7
+    assert 0.3 < shares_of(body)[0] < 0.7
 
 
 def test_smoothing_multi_label_reports_findings(api: Api, tmp_path: Path) -> None:
@@ -415,12 +424,56 @@ def test_smoothing_multi_label_reports_findings(api: Api, tmp_path: Path) -> Non
         n=50,
         seed=0,
     ).json()
+    # n0 = 16 selection copies and n = 50 counted ones, all unanimous on both findings.
+    p_lower = 0.001 ** (1 / 50)
     for result in body["results"]:
-        findings = {f["label"]: f for f in result["smoothing"]["findings"]}
+        smoothing = result["smoothing"]
+        findings = {f["label"]: f for f in smoothing["findings"]}
         assert findings["effusion"]["positive"]
         assert not findings["nodule"]["positive"]
         assert findings["effusion"]["vote_share"] == 1.0
-        assert result["top_label"] == "effusion"
+        assert findings["nodule"]["vote_share"] == 0.0
+        for finding in findings.values():
+            assert finding["p_lower"] == pytest.approx(p_lower, rel=1e-6)
+            assert finding["certified_radius"] == pytest.approx(0.12 * norm.ppf(p_lower))
+            assert finding["abstained"] is False
+        assert result["top_label"] == smoothing["label"] == "effusion"
+        assert smoothing["certified_radius"] == pytest.approx(0.12 * norm.ppf(p_lower))
+        assert smoothing["p_lower"] == pytest.approx(p_lower, rel=1e-6)
+        assert smoothing["abstained"] is False
+        assert smoothing["agreement_with_plain"] == 1.0
+        assert smoothing["warnings"] == []
+
+
+class _NoiseFlips(TinyNet):
+    """Every finding present on a clean image, absent as soon as the image is noisy (a model
+    never trained under noise, at its worst): smoothing and plain diagnosis disagree."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Neighbouring pixels of a phantom differ little; noise makes them differ a lot.
+        roughness = (x[:, :, 1:, :] - x[:, :, :-1, :]).abs().mean(dim=(1, 2, 3))
+        logit = 4.0 - 400.0 * roughness
+        return torch.stack([logit, logit, logit], dim=1)
+
+
+def test_smoothing_warns_when_it_disagrees_with_the_plain_diagnosis(
+    api: Api, tmp_path: Path
+) -> None:
+    card = card_dict(("effusion", "nodule", "edema"), task="multi-label")
+    model = api.register(write_torchscript(_NoiseFlips().eval(), tmp_path / "f.pt"), card)
+    flat = io.BytesIO()
+    Image.new("RGB", (SIZE, SIZE), (120, 120, 120)).save(flat, format="PNG")
+    plain = api.predict(model["id"], ("flat.png", flat.getvalue())).json()
+    assert [p["positive"] for p in plain["predictions"]] == [True, True, True]
+    body = api.predict(
+        model["id"], ("flat.png", flat.getvalue()), defense="smoothing", sigma=0.25, n=40, seed=0
+    ).json()
+    smoothing = body["smoothing"]
+    assert [f["positive"] for f in smoothing["findings"]] == [False, False, False]
+    assert smoothing["agreement_with_plain"] == 0.0
+    assert len(smoothing["warnings"]) == 1
+    assert "disagrees with the plain diagnosis on 3 of 3 findings" in smoothing["warnings"][0]
+    assert "not trained under Gaussian noise" in smoothing["warnings"][0]
 
 
 def test_smoothing_parameters_are_checked(api: Api, softmax_model: tuple[str, TinyNet]) -> None:

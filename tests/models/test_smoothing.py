@@ -10,7 +10,7 @@ from torch import nn
 
 from models.card import Head, ModelCard
 from models.errors import InvalidImageError, InvalidParametersError
-from models.smoothing import lower_confidence_bound, smooth_predict
+from models.smoothing import SmoothingVotes, lower_confidence_bound, smooth_predict
 from models.wrapper import DiagnosticModel
 
 SIZE = 16
@@ -121,6 +121,8 @@ def test_multi_label_votes_per_finding() -> None:
     # Finding 1 is decided by the noise alone: a split vote and no certificate.
     assert 0.35 < pred.vote_shares["nodule"] < 0.65
     assert pred.finding_radius["nodule"] == 0.0
+    assert pred.finding_p_lower["effusion"] == pytest.approx(0.001 ** (1 / 200))
+    assert pred.finding_p_lower["nodule"] < 0.5
 
 
 def test_batched_over_images_and_copies_and_seeded() -> None:
@@ -134,6 +136,24 @@ def test_batched_over_images_and_copies_and_seeded() -> None:
     assert [p.votes for p in first] == [p.votes for p in again]
     single = smooth_predict(model, x[1], sigma=SIGMA, n=100, generator=_gen(4))
     assert len(single) == 1
+
+
+def test_chunked_votes_equal_one_go_and_stop_between_chunks() -> None:
+    net = Counting(Linear(3))
+    model = DiagnosticModel(net, _card(Head.SOFTMAX, ("a", "b", "c")), Head.SOFTMAX)
+    x = torch.rand(3, 1, SIZE, SIZE)
+    whole = smooth_predict(model, x, sigma=SIGMA, n=50, n0=10, batch_size=16, generator=_gen(5))
+    net.calls = net.images = 0
+    votes = SmoothingVotes(model, x, sigma=SIGMA, n=50, n0=10, batch_size=16, generator=_gen(5))
+    turns = 0
+    while not votes.run(model, max_copies=40):
+        turns += 1
+        with pytest.raises(RuntimeError, match="not complete"):
+            votes.results()
+    # 3 x 60 = 180 copies, at most 40 (three batches of 16 rounded up: 48) per turn.
+    assert turns == 3
+    assert net.images == 180
+    assert [p.votes for p in votes.results()] == [p.votes for p in whole]
 
 
 def test_model_mode_is_restored() -> None:

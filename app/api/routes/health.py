@@ -17,7 +17,9 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health/live", summary="The process is up")
-def live() -> dict[str, str]:
+async def live() -> dict[str, str]:
+    # async and free of blocking calls: answered on the event loop, never queued behind
+    # the thread pool, model checks or inference.
     return {"status": "ok"}
 
 

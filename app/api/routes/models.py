@@ -27,12 +27,21 @@ from app.api.schemas.models import (
     PredictResponse,
 )
 from app.api.services.inference import InferenceService, Ticket, inference_service
+from app.api.services.model_checks import model_checks
 from app.api.services.multipart import FileField, read_form
-from app.api.services.predictions import ImageLimits, SmoothingRequest, predict_uploads
+from app.api.services.predictions import (
+    ImageLimits,
+    SmoothingRequest,
+    charge,
+    decode_limiter,
+    predict_limiter,
+    predict_uploads,
+)
 from app.api.startup import AppState
 from app.core.db import Database, ModelRow
 from app.core.registry import (
     check_name_free,
+    check_upload,
     delete_model,
     export_path,
     get_model,
@@ -42,7 +51,6 @@ from app.core.registry import (
 )
 from app.core.storage import Storage
 from app.core.tenants import authenticate
-from models.card import ModelCard
 from models.errors import (
     ConflictError,
     ImageTooLargeError,
@@ -50,11 +58,11 @@ from models.errors import (
     PayloadTooLargeError,
 )
 from models.loading import parse_card
-from models.sandbox import SandboxLimits
+from models.sandbox import CheckedUpload
 
 router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
-_UPLOAD = responses(409, 413, _409="A model of that name exists (names are unique per "
+_UPLOAD = responses(409, 413, 429, _409="A model of that name exists (names are unique per "
                     "tenant)", _413="The file, a part or its headers over a limit")
 _PREDICT = responses(413, 415, 429, 503)
 _409 = responses(409, _409="Not possible in the model's state")
@@ -138,15 +146,15 @@ ModelDep = Annotated[ModelRow, Depends(model_or_404)]
 
 
 def _register(
-    db: Database, storage: Storage, tenant_id: str, path: Path, card: ModelCard,
-    limits: SandboxLimits,
+    db: Database, storage: Storage, tenant_id: str, path: Path, checked: CheckedUpload
 ) -> ModelRow:
     with db.session() as session:
         # Checked after the file's own checks (a bad file is 422 whatever its name) and
         # after the insert, whose write lock orders concurrent uploads of one name.
-        row = register_model_file(session, storage, tenant_id, path, card, limits=limits)
+        row = register_model_file(session, storage, tenant_id, path, checked.card,
+                                  checked=checked)
         try:
-            check_name_free(session, tenant_id, card.name, except_id=row.id)
+            check_name_free(session, tenant_id, checked.card.name, except_id=row.id)
         except ConflictError:
             storage.remove(storage.model_dir(row.id))
             raise
@@ -168,10 +176,13 @@ def _authorized_model(db: Database, authorization: str | None, model_id: str) ->
     responses=_UPLOAD,
     summary="Register a model (multipart: file + card)",
     description="The file is checked without running any of its code, loaded, and given a "
-    "dry run at the card's input size: outputs that do not match the card's labels, "
-    "NaNs, a wrong input size, or no input gradient are refused (422). The card's `name` "
-    "is unique per tenant: a second model of the same name is refused (409); delete the "
-    "old one or choose a new name (e.g. with a version: `chest-densenet-v2`).",
+    "dry run at the card's input size in a sandboxed process: outputs that do not match "
+    "the card's labels, NaNs, a wrong input size, or no input gradient are refused (422), "
+    "and so is a model past its CPU, memory or wall-time limit. The card's `name` is "
+    "unique per tenant: a second model of the same name is refused (409); delete the old "
+    "one or choose a new name (e.g. with a version: `chest-densenet-v2`). A few uploads "
+    "are checked at a time; when too many wait, the upload is refused with 429 and "
+    "Retry-After.",
     openapi_extra=_UPLOAD_BODY,
 )
 async def post_model(
@@ -207,13 +218,15 @@ async def post_model(
         if "card" not in form.fields:
             raise InvalidInputError("the form field 'card' (the model card as JSON) is missing")
         card = parse_card(form.fields["card"])
-        assert upload[0].path is not None
-        row = await run_in_threadpool(
-            _register, state.db, storage, tenant_id, upload[0].path, card,
-            sandbox_limits(settings),
-        )
+        path = upload[0].path
+        assert path is not None
+        limits = sandbox_limits(settings)
+        # The check (load + dry run of the tenant's code) runs in a sandboxed child, waited
+        # for in its own bounded pool, never in the thread pool every other route needs.
+        checked = await model_checks(state).run(lambda: check_upload(path, card, limits))
+        row = await run_in_threadpool(_register, state.db, storage, tenant_id, path, checked)
     finally:
-        form.cleanup()
+        await run_in_threadpool(form.cleanup)
     response.headers["Location"] = f"/v1/models/{row.id}"
     return ModelPublic.from_row(row)
 
@@ -280,7 +293,9 @@ def download_model(
     "card's channels and size. Concurrent requests are micro-batched. With "
     "`defense=smoothing`, the answer is the majority vote over `n` noisy copies "
     "(Gaussian, `sigma` in [0, 1] pixel units) with its certificate (Cohen et al. 2019): "
-    "`probability` is then the vote share.",
+    "`vote_share` replaces `probability`, and `smoothing.warnings` says when the vote "
+    "disagrees with the plain diagnosis. Each tenant's predicts are rate-limited (429 with "
+    "Retry-After) and `n` x files is capped (422, max_smoothing_samples).",
     openapi_extra=_PREDICT_BODY,
 )
 async def predict(
@@ -329,33 +344,45 @@ async def _predict(
     smoothing: SmoothingRequest | None,
 ) -> PredictResponse | PredictBatchResponse:
     row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
+    # An empty bucket is refused before a byte of the body is read.
+    predict_limiter(state).require(row.tenant_id)
     settings = state.settings
     limit = settings.max_image_bytes
+    # Files go to disk as they arrive (never a request's 64 files held in memory); each is
+    # read back when it is decoded, one at a time.
     form = await read_form(
         request,
         files={
-            "file": FileField(max_bytes=limit, too_large=_image_too_large),
+            "file": FileField(max_bytes=limit, to_disk=True, too_large=_image_too_large),
             "files": FileField(
                 max_bytes=limit,
                 max_count=settings.max_files_per_request,
+                to_disk=True,
                 too_large=_image_too_large,
             ),
         },
         max_part_header_bytes=settings.max_part_header_bytes,
+        new_path=state.storage.new_upload_path,
     )
-    single, several = form.file_list("file"), form.file_list("files")
-    if single and several:
-        raise InvalidInputError("send one 'file' or several 'files', not both")
-    if not single and not several:
-        raise InvalidInputError("no image: send the form field 'file' (or 'files')")
-    return await predict_uploads(
-        service,
-        state.storage,
-        row,
-        single or several,
-        single=bool(single),
-        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-        smoothing=smoothing,
-        smoothing_batch=max(settings.batch_max_size, 128),
-        ticket=ticket,
-    )
+    try:
+        single, several = form.file_list("file"), form.file_list("files")
+        if single and several:
+            raise InvalidInputError("send one 'file' or several 'files', not both")
+        if not single and not several:
+            raise InvalidInputError("no image: send the form field 'file' (or 'files')")
+        charge(state, row.tenant_id, len(single or several), smoothing)
+        return await predict_uploads(
+            service,
+            state.storage,
+            row,
+            single or several,
+            single=bool(single),
+            limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+            smoothing=smoothing,
+            chunk=settings.smoothing_chunk_size,
+            ticket=ticket,
+            disconnected=request.is_disconnected,
+            decoders=decode_limiter(state, row.tenant_id),
+        )
+    finally:
+        await run_in_threadpool(form.cleanup)

@@ -6,8 +6,11 @@ from pydantic import BaseModel, Field
 
 from app.api.schemas.common import UtcDatetime
 from app.core.db import JobRow
+from app.core.jobs import PUBLIC_STATES, public_status
 
-JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+#: ``cancelling``: a cancel was asked for while a worker ran the job; it becomes
+#: ``cancelled`` once the worker has stopped.
+JobState = Literal[PUBLIC_STATES]  # type: ignore[valid-type]
 JobKind = Literal["audit", "defense", "check"]
 
 #: Request fields that name a model or a dataset, and the role each is shown under.
@@ -59,7 +62,7 @@ class JobStatus(BaseModel):
         return cls(
             id=job.id,
             kind=job.kind,
-            status=job.status,
+            status=public_status(job),
             progress=round(min(max(job.progress, 0.0), 1.0), 4),
             stage=job.stage,
             error=job.error,

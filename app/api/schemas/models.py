@@ -88,16 +88,43 @@ class ModelPage(BaseModel):
 
 class Prediction(BaseModel):
     label: str
-    probability: float = Field(
+    probability: float | None = Field(
+        default=None,
         ge=0.0,
         le=1.0,
-        description="Softmax probability, per-finding sigmoid, or (with smoothing) the "
-        "share of noisy copies that voted for this label.",
+        description="Softmax probability or per-finding sigmoid. null with smoothing, whose "
+        "answer is a vote, not a probability (see vote_share).",
+    )
+    vote_share: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="With smoothing only: the share of the n noisy copies that voted for this "
+        "class (single-label) or found this finding (multi-label). Not a probability of "
+        "disease.",
     )
     positive: bool = Field(
         description="Single-label: this is the top label. Multi-label: probability >= the "
-        "card's threshold for this finding (0.5 when the card sets none)."
+        "card's threshold for this finding (0.5 when the card sets none); with smoothing, "
+        "the majority of the votes."
     )
+
+
+class SmoothedFinding(BaseModel):
+    """One finding (multi-label) of a smoothed answer, certified on its own."""
+
+    label: str
+    vote_share: float = Field(ge=0.0, le=1.0, description="Share of copies with the finding.")
+    positive: bool = Field(description="The majority vote.")
+    certified_radius: float = Field(
+        ge=0.0,
+        description="L2 radius in [0, 1] pixel units within which this finding's outcome "
+        "does not change, with probability >= 1 - alpha; 0 when abstained.",
+    )
+    p_lower: float = Field(
+        ge=0.0, le=1.0, description="Lower confidence bound of the agreeing vote share."
+    )
+    abstained: bool = Field(description="The vote on this finding is not significant.")
 
 
 class Smoothing(BaseModel):
@@ -108,20 +135,40 @@ class Smoothing(BaseModel):
     n: int = Field(description="Noisy copies counted in the vote.")
     n0: int = Field(description="Extra copies that only pick the candidate label.")
     alpha: float = Field(description="Significance level of the vote.")
-    label: str | None = Field(description="The majority label; null when it abstains.")
-    abstained: bool = Field(description="True when the vote is not significant at alpha.")
-    radius: float | None = Field(
-        default=None,
-        description="Certified L2 radius in [0, 1] pixel units (single-label only): no "
-        "perturbation with a smaller L2 norm changes the smoothed prediction, with "
-        "probability >= 1 - alpha.",
+    label: str | None = Field(
+        description="Single-label: the majority label, null when it abstains. Multi-label: "
+        "the positive finding with the largest vote share, null when none is positive."
     )
-    p_lower: float | None = Field(
-        default=None,
-        description="Single-label: lower confidence bound of the top label's probability.",
+    abstained: bool = Field(
+        description="Single-label: the vote is not significant at alpha. Multi-label: the "
+        "vote on at least one finding is not significant."
     )
-    findings: list[dict[str, Any]] | None = Field(
+    certified_radius: float = Field(
+        ge=0.0,
+        description="L2 radius in [0, 1] pixel units: no perturbation with a smaller L2 norm "
+        "changes the smoothed answer, with probability >= 1 - alpha. Multi-label: the "
+        "smallest finding radius (each finding at 1 - alpha; all of them at 1 - K alpha). "
+        "0 when abstained.",
+    )
+    p_lower: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Lower confidence bound of the winning vote share (multi-label: the "
+        "smallest over the findings).",
+    )
+    agreement_with_plain: float = Field(
+        ge=0.0,
+        le=1.0,
+        description="Share of findings (single-label: 1 or 0 for the top label) on which "
+        "the smoothed answer agrees with the model's plain answer on the clean image.",
+    )
+    findings: list[SmoothedFinding] | None = Field(
         default=None, description="Multi-label: each finding's vote and certificate."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="Why the smoothed answer may mislead, e.g. it disagrees with the plain "
+        "diagnosis on most findings (the model was likely not trained under noise).",
     )
 
 
@@ -145,8 +192,10 @@ class PredictResponse(BaseModel):
                 {
                     "model_id": "3f2a9c0d1e",
                     "predictions": [
-                        {"label": "benign", "probability": 0.91, "positive": True},
-                        {"label": "melanoma", "probability": 0.09, "positive": False},
+                        {"label": "benign", "probability": 0.91, "vote_share": None,
+                         "positive": True},
+                        {"label": "melanoma", "probability": 0.09, "vote_share": None,
+                         "positive": False},
                     ],
                     "top_label": "benign",
                     "smoothing": None,

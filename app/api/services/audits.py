@@ -14,6 +14,7 @@ from app.api.services.datasets import dataset_or_404
 from app.core.catalogue import BASELINE_POLICY_KEYS, FLAG_POLICY_RULES, POLICY_RULES
 from app.core.db import Database, JobRow
 from app.core.jobs import get_job
+from app.core.limits import check_audit_budget, estimate_audit_cost
 from app.core.registry import get_model
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -58,6 +59,8 @@ def submit_audit(
     _check_policy(body.policy)
     check_baseline(session, tenant_id, body)
     request = body.model_dump(mode="json")
+    images = int(DatasetInfo.model_validate(dataset.info).count)
+    check_audit_budget(estimate_audit_cost(request, images), settings.max_audit_cost)
     request["model_sha256"] = model.sha256
     request["dataset_sha256"] = dataset.sha256
     return submit_job(session, db, settings, tenant_id, "audit", request)

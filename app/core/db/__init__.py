@@ -5,13 +5,23 @@ Nothing here imports FastAPI.
 """
 
 from app.core.db.session import Database, get_database, open_database
-from app.core.db.tables import ApiKey, Base, DatasetRow, JobRow, ModelRow, ShardRow, Tenant
+from app.core.db.tables import (
+    ApiKey,
+    Base,
+    DatasetRow,
+    DispatcherLease,
+    JobRow,
+    ModelRow,
+    ShardRow,
+    Tenant,
+)
 
 __all__ = [
     "ApiKey",
     "Base",
     "Database",
     "DatasetRow",
+    "DispatcherLease",
     "JobRow",
     "ModelRow",
     "ShardRow",

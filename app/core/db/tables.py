@@ -191,3 +191,16 @@ class WebhookDelivery(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+class DispatcherLease(Base):
+    """Who runs the dispatcher: one row per lease name, held until ``expires_at``.
+
+    The holder renews it on every pass; another process takes it over once it has expired
+    (a crashed holder) or been released (a holder that stopped).
+    """
+
+    __tablename__ = "dispatcher_lease"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
