@@ -79,6 +79,15 @@ def read_pixel_module(tags: TagReader, limits: DecodeLimits) -> PixelModule:
     return PixelModule(rows, cols, samples, bits_allocated, bits_stored, photometric)
 
 
+def _quiet_pydicom() -> None:
+    """Have pydicom accept invalid values silently while reading: its warnings and log
+    lines quote the offending value, which may be patient data. Values it then cannot
+    convert still fail, in :class:`TagReader`, with an error naming only the tag."""
+    from pydicom import config
+
+    config.settings.reading_validation_mode = config.IGNORE
+
+
 def decode_dicom(
     data: bytes,
     name: str,
@@ -89,6 +98,7 @@ def decode_dicom(
     """Decode DICOM bytes (the caller's boundary converts what escapes pydicom)."""
     import pydicom
 
+    _quiet_pydicom()
     try:
         ds = pydicom.dcmread(io.BytesIO(data))
     except Exception as exc:  # pydicom's messages may quote element values: not repeated

@@ -41,8 +41,9 @@ def modality_values(stored: np.ndarray, ds: Dataset, tags: TagReader) -> np.ndar
     else:
         slope = tags.number("RescaleSlope", 1.0) or 1.0
         intercept = tags.number("RescaleIntercept", 0.0)
-        values = stored.astype(np.float64) * slope + intercept
-        keyword = "RescaleSlope"
+        with np.errstate(over="ignore", invalid="ignore"):  # refused just below
+            values = stored.astype(np.float64) * slope + intercept
+        keyword = "RescaleIntercept" if abs(intercept) > _FLOAT32_MAX else "RescaleSlope"
     if not np.isfinite(values).all() or np.abs(values).max(initial=0.0) > _FLOAT32_MAX:
         raise tags.error(keyword, "gives modality values that are not finite")
     return values.astype(np.float32)
