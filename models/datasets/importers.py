@@ -41,6 +41,7 @@ class PlannedItem:
     mask_dest: str | None = None
     mask_payload: Callable[[], bytes] | None = None
     require_dicom: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,9 +191,12 @@ def _from_csv(
     fmt: str,
 ) -> Plan:
     csv_entry = _the_csv(archive)
-    parsed: CsvLabels = parse_label_csv(
-        archive.read(csv_entry, limits.max_csv_bytes), csv_entry.path, labels
-    )
+    # Every row names a distinct file of the archive, so rows past the file limit are
+    # refused as they are read.
+    with archive.open_text(csv_entry, limits.max_csv_bytes) as text:
+        parsed: CsvLabels = parse_label_csv(
+            text, csv_entry.path, labels, max_rows=min(limits.max_csv_rows, limits.max_files)
+        )
     resolve = _Resolver(archive, csv_entry)
     # Masks are found by exact path, so that a bare image name is not confused with its
     # mask of the same name in another folder.
@@ -231,6 +235,7 @@ def _from_csv(
                 if mask_entry
                 else None,
                 require_dicom=fmt == "dicom",
+                metadata=row.metadata,
             )
         )
     if missing or missing_masks:
@@ -252,7 +257,7 @@ def _from_csv(
         items,
         implicit_negatives=parsed.implicit_negatives,
         ignored_files=max(ignored, 0),
-        extra={"convention": parsed.convention},
+        extra={"convention": parsed.convention, "metadata_dropped": parsed.metadata_dropped},
     )
 
 
