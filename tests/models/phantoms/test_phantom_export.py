@@ -27,7 +27,9 @@ def test_chest_csv_follows_the_chestxray14_convention(tmp_path: Path) -> None:
     ps = generate("chest", 40, 32, seed=2)
     with zipfile.ZipFile(summary.path) as zf:
         rows = _csv(zf)
-        assert list(rows[0]) == ["Image Index", "Finding Labels"]
+        assert list(rows[0]) == [
+            "Image Index", "Finding Labels", "sex", "age_band", "manufacturer", "view"
+        ]  # fmt: skip
         for i, row in enumerate(rows):
             expected = ps.label_names_of(i)
             assert row["Finding Labels"] == ("|".join(expected) or "No Finding")
