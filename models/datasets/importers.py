@@ -327,6 +327,9 @@ def _png_of(array: np.ndarray, index: int) -> Callable[[], bytes]:
     return lambda: encode_png(array[index])
 
 
+_Split = tuple[str | None, np.ndarray, np.ndarray, np.ndarray | None]
+
+
 def import_medmnist(
     archive: SafeArchive,
     zip_path: Path,
@@ -351,45 +354,8 @@ def import_medmnist(
             "(splits train, val, test)",
             {"keys": sorted(keys)},
         )
-    parts = []
-    widths = set()
-    for split, prefix in split_keys:
-        images = _array(npz, f"{prefix}images", name)
-        y = _array(npz, f"{prefix}labels", name)
-        where = f"{prefix}images"
-        if images.ndim == 4 and images.shape[3] == 1:
-            images = images[..., 0]
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {where} must be [N, H, W] or [N, H, W, 3], got {images.shape}"
-            )
-        if images.dtype not in (np.uint8, np.uint16) or (
-            images.dtype == np.uint16 and images.ndim == 4
-        ):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {where} must be uint8 (or uint16 greyscale), got {images.dtype}"
-            )
-        if y.ndim == 1:
-            y = y[:, None]
-        if y.ndim != 2 or y.shape[0] != images.shape[0]:
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}labels must be [N] or [N, K] with N = "
-                f"{images.shape[0]}, got {y.shape}"
-            )
-        if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
-            raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must be numbers")
-        if not np.all(np.equal(np.mod(y, 1), 0)) or (y < 0).any():
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}labels must hold non-negative integers"
-            )
-        masks = _array(npz, f"{prefix}masks", name) if f"{prefix}masks" in keys else None
-        if masks is not None and (masks.shape != images.shape[:3] or masks.dtype != np.uint8):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}masks must be uint8 {images.shape[:3]}, "
-                f"got {masks.dtype} {masks.shape}"
-            )
-        widths.add(y.shape[1])
-        parts.append((split, images, y.astype(np.int64), masks))
+    parts = [_npz_split(npz, name, keys, split, prefix) for split, prefix in split_keys]
+    widths = {y.shape[1] for _, _, y, _ in parts}
     if len(widths) != 1:
         raise InvalidDatasetError(f"medmnist-npz: the splits have different label widths {widths}")
     width = widths.pop()
@@ -408,6 +374,51 @@ def import_medmnist(
             f"medmnist-npz: {len(label_names)} label names for labels that need {count}",
             {"label_names": list(label_names)},
         )
+    items, split_counts = _npz_items(parts, task)
+    splits = split_counts if any(s is not None for s, *_ in parts) else None
+    return Plan(task, label_names, items, splits=splits)
+
+
+def _npz_split(
+    npz: np.lib.npyio.NpzFile, name: str, keys: set[str], split: str | None, prefix: str
+) -> _Split:
+    """One split's images, labels ``[N, K]`` int64 and masks, checked."""
+    images = _array(npz, f"{prefix}images", name)
+    y = _array(npz, f"{prefix}labels", name)
+    where = f"{prefix}images"
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {where} must be [N, H, W] or [N, H, W, 3], got {images.shape}"
+        )
+    if images.dtype not in (np.uint8, np.uint16) or (
+        images.dtype == np.uint16 and images.ndim == 4
+    ):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {where} must be uint8 (or uint16 greyscale), got {images.dtype}"
+        )
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != images.shape[0]:
+        raise InvalidDatasetError(
+            f"medmnist-npz: {prefix}labels must be [N] or [N, K] with N = "
+            f"{images.shape[0]}, got {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
+        raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must be numbers")
+    if not np.all(np.equal(np.mod(y, 1), 0)) or (y < 0).any():
+        raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must hold non-negative integers")
+    masks = _array(npz, f"{prefix}masks", name) if f"{prefix}masks" in keys else None
+    if masks is not None and (masks.shape != images.shape[:3] or masks.dtype != np.uint8):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {prefix}masks must be uint8 {images.shape[:3]}, "
+            f"got {masks.dtype} {masks.shape}"
+        )
+    return split, images, y.astype(np.int64), masks
+
+
+def _npz_items(parts: list[_Split], task: Task) -> tuple[list[PlannedItem], dict[str, int]]:
     items = []
     split_counts: dict[str, int] = {}
     for split, images, y, masks in parts:
@@ -429,8 +440,7 @@ def import_medmnist(
                     mask_payload=_png_of(mask_png, i) if mask_png is not None else None,
                 )
             )
-    splits = split_counts if any(s is not None for s, *_ in parts) else None
-    return Plan(task, label_names, items, splits=splits)
+    return items, split_counts
 
 
 IMPORTERS: dict[str, Importer] = {

@@ -31,13 +31,16 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def quantize(x: np.ndarray) -> np.ndarray:
-    """Values in ``[0, 1]`` (any shape) to uint8, rounded to nearest, outside clipped."""
-    return np.clip(np.rint(np.asarray(x, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8)
+def quantize(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Values in ``[0, 1]`` (a tensor or an array of any shape, e.g. ``[N, C, H, W]``) to
+    uint8 of the same shape: rounded half to even (as ``torch.round``), outside clipped."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().to("cpu", torch.float32).numpy()
+    return np.clip(np.rint(np.asarray(x) * 255.0), 0, 255).astype(np.uint8)
 
 
 def to_uint8(x: torch.Tensor | np.ndarray) -> np.ndarray:
     """``[C, H, W]`` (tensor) or ``[H, W, C]`` (array) in ``[0, 1]`` to uint8 ``[H, W, C]``."""
     if isinstance(x, torch.Tensor):
-        return quantize(x.detach().to("cpu", torch.float32).permute(1, 2, 0).numpy())
-    return quantize(x)
+        return quantize(x.detach().to("cpu", torch.float32).permute(1, 2, 0))
+    return quantize(np.asarray(x, dtype=np.float32))

@@ -176,3 +176,14 @@ def test_limits_must_be_positive(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         DecodeLimits(**{field: 0})
     assert getattr(DecodeLimits(), field) > 0
+
+
+def test_quantize_matches_torch_rounding_for_any_shape() -> None:
+    from models.imaging import quantize, to_uint8
+
+    x = torch.tensor([0.0, 0.5 / 255, 1.5 / 255, 0.5, 1.0, 1.2, -0.1]).reshape(1, 1, 1, 7)
+    expected = (x.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    np.testing.assert_array_equal(quantize(x), expected)
+    assert quantize(x).shape == (1, 1, 1, 7)
+    chw = torch.rand(3, 4, 5)
+    np.testing.assert_array_equal(to_uint8(chw), quantize(chw.permute(1, 2, 0)))
