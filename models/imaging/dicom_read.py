@@ -12,6 +12,7 @@ pydicom, PALETTE COLOR through its LUT) keep their integer samples.
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -80,12 +81,14 @@ def read_pixel_module(tags: TagReader, limits: DecodeLimits) -> PixelModule:
 
 
 def _quiet_pydicom() -> None:
-    """Have pydicom accept invalid values silently while reading: its warnings and log
-    lines quote the offending value, which may be patient data. Values it then cannot
-    convert still fail, in :class:`TagReader`, with an error naming only the tag."""
+    """Have pydicom accept invalid values silently while reading, and log only errors:
+    its warnings and log lines quote the offending value, which may be patient data.
+    Values it then cannot convert still fail, in :class:`TagReader`, with an error naming
+    only the tag."""
     from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE
+    logging.getLogger("pydicom").setLevel(logging.ERROR)
 
 
 def decode_dicom(
