@@ -3,12 +3,12 @@
 Each image of a :class:`~models.datasets.importers.Plan` is read from the archive,
 decoded with :func:`models.imaging.decode_image` under the import's decode limits and one
 pixel budget for the whole import, and written to the staging folder when it decodes.
-Images (or their masks) that do not decode are *bad files*, collected by name with the
-decoder's reason: with ``on_bad_files="refuse"`` (the default) the import is refused
-listing them, with ``"skip"`` the rest is kept and the bad ones are recorded in the
-dataset info. An archive entry that is corrupt or inflates past its declared size, and
-an import past its pixel budget, refuse the whole import whatever the option: those are
-attacks on the importer, not bad images.
+Images (or their masks) that do not decode, or are over the image byte limit, are *bad
+files*, collected by name with the decoder's reason: with ``on_bad_files="refuse"`` (the
+default) the import is refused listing them, with ``"skip"`` the rest is kept and the bad
+ones are recorded in the dataset info. An archive entry that is corrupt or inflates past
+its declared size, and an import past its pixel budget, refuse the whole import whatever
+the option: those are attacks on the importer, not bad images.
 
 Per-image metadata (:mod:`models.datasets.metadata`) is gathered here too: the CSV's
 columns over the DICOM header's tags.
@@ -50,7 +50,12 @@ class _Decoder:
 
     def store(self, payload: Callable[[], bytes], dest: str) -> DecodedImage | str:
         """The decoded image (its bytes written under ``files/``), or why it is bad."""
-        data = payload()
+        try:
+            data = payload()
+        except InvalidDatasetError as exc:
+            if "bytes" not in exc.details:
+                raise  # corrupt, or inflating past its declared size: the archive lies
+            return exc.message  # over the image byte limit: a bad file
         try:
             decoded = decode_image(data, filename=dest, limits=self.limits, budget=self.budget)
         except ImageTooLargeError as exc:

@@ -274,3 +274,15 @@ def test_the_import_has_one_pixel_budget(make_zip: ZipMaker, png: Png, tmp_path:
     err = _refused(make_zip(entries), "imagefolder", tmp_path / "store" / "ds", limits=limits,
                    on_bad_files="skip")  # fmt: skip
     assert err.details == {"max_total_pixels": 1024}
+
+
+def test_an_image_over_the_byte_limit_is_a_bad_file(
+    make_zip: ZipMaker, png: Png, tmp_path: Path
+) -> None:
+    entries = {"a/1.png": png(1, size=8), "b/2.png": png(2, size=8), "b/big.png": png(3, size=64)}
+    limits = ImportLimits(max_image_bytes=len(png(1, size=8)) + 200)
+    err = _refused(make_zip(entries), "imagefolder", tmp_path / "store" / "ds", limits=limits)
+    assert [e["file"] for e in err.details["unreadable"]] == ["b/big.png"]
+    info = import_dataset(make_zip(entries), "imagefolder", tmp_path / "ds", limits=limits,
+                          on_bad_files="skip")  # fmt: skip
+    assert (info.count, info.skipped_count) == (2, 1)
