@@ -292,7 +292,9 @@ class StoredDataset:
             decoded = decode_image(
                 (self.root / mask_file).read_bytes(), filename=mask_file, limits=self._decode_limits
             )
-            m = torch.from_numpy(decoded.pixels.max(axis=2) > 0.5).float()[None, None]
+            # On the integer samples: a mask never needs a full-size float copy.
+            lesion = decoded.samples.max(axis=2) > decoded.scale / 2.0
+            m = torch.from_numpy(lesion).float()[None, None]
             out[row] = resize(m, h, w, card.preprocessing.resize, mode="nearest")[0, 0]
         return out
 
