@@ -17,6 +17,7 @@ import io
 import re
 import stat
 import zipfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,6 +41,15 @@ MAX_PATH_BYTES = 1024
 #: Directory records allowed per file limit: folders and junk entries have records too.
 RECORDS_PER_FILE = 2
 EXTRA_RECORDS = 1024
+
+
+def reason(exc: BaseException) -> str:
+    """An exception's text for a message when it can only be about the archive (zip and
+    zlib errors name entries, never files of the server); otherwise only its type, since
+    an ``OSError`` names the server path it failed on."""
+    if isinstance(exc, (zipfile.BadZipFile, zlib.error, EOFError, UnicodeDecodeError)):
+        return str(exc)
+    return type(exc).__name__
 
 
 def listed(names: list[T]) -> list[T]:
@@ -106,7 +116,7 @@ class _CappedReader(io.RawIOBase):
             n = self._raw.readinto(buffer)  # type: ignore[attr-defined]
         except Exception as exc:  # BadZipFile (CRC), zlib.error, OSError, EOFError
             raise InvalidDatasetError(
-                f"{self._path}: corrupt archive entry ({exc})", {"entry": self._path}
+                f"{self._path}: corrupt archive entry ({reason(exc)})", {"entry": self._path}
             ) from exc
         self._got += n
         if self._got > self._cap:
@@ -148,7 +158,9 @@ class SafeArchive:
         try:
             self._zf = zipfile.ZipFile(path)
         except (zipfile.BadZipFile, OSError) as exc:
-            raise InvalidDatasetError(f"the {label} is not a readable zip file ({exc})") from exc
+            raise InvalidDatasetError(
+                f"the {label} is not a readable zip file ({reason(exc)})"
+            ) from exc
         try:
             self.entries = self._check(max_files, max_uncompressed_bytes)
         except BaseException:
@@ -293,7 +305,7 @@ class SafeArchive:
             raise
         except Exception as exc:  # BadZipFile (CRC), zlib.error, OSError, EOFError
             raise InvalidDatasetError(
-                f"{entry.path}: corrupt archive entry ({exc})", {"entry": entry.path}
+                f"{entry.path}: corrupt archive entry ({reason(exc)})", {"entry": entry.path}
             ) from exc
         return b"".join(chunks)
 
@@ -310,7 +322,7 @@ class SafeArchive:
             raw = self._zf.open(entry.info)
         except Exception as exc:
             raise InvalidDatasetError(
-                f"{entry.path}: corrupt archive entry ({exc})", {"entry": entry.path}
+                f"{entry.path}: corrupt archive entry ({reason(exc)})", {"entry": entry.path}
             ) from exc
         capped = _CappedReader(raw, min(entry.size, limit), entry.path)
         text = io.TextIOWrapper(io.BufferedReader(capped), encoding="utf-8-sig", newline="")
@@ -341,5 +353,5 @@ class SafeArchive:
             raise
         except Exception as exc:  # BadZipFile (CRC), zlib.error, OSError, EOFError
             raise InvalidDatasetError(
-                f"{entry.path}: corrupt archive entry ({exc})", {"entry": entry.path}
+                f"{entry.path}: corrupt archive entry ({reason(exc)})", {"entry": entry.path}
             ) from exc

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models.card import Task
-from models.datasets.archive import Entry, SafeArchive, listed
+from models.datasets.archive import Entry, SafeArchive, listed, reason
 from models.datasets.labels_csv import CsvLabels, parse_label_csv
 from models.datasets.types import ImportLimits
 from models.errors import InvalidDatasetError
@@ -311,7 +311,9 @@ def _open_npz(
     try:
         return np.load(source, allow_pickle=False), name
     except Exception as exc:
-        raise InvalidDatasetError(f"medmnist-npz: {name} is not a readable npz ({exc})") from exc
+        raise InvalidDatasetError(
+            f"medmnist-npz: {name} is not a readable npz ({reason(exc)})"
+        ) from exc
 
 
 def _array(npz: np.lib.npyio.NpzFile, key: str, name: str) -> np.ndarray:

@@ -306,9 +306,11 @@ def load_dataset(dest_dir: Path) -> StoredDataset:
     try:
         manifest = Manifest.model_validate_json(path.read_text())
     except FileNotFoundError as exc:
-        raise InvalidDatasetError(f"no dataset manifest in {root}") from exc
+        raise InvalidDatasetError("the dataset's files are missing (was it deleted?)") from exc
     except ValueError as exc:
-        raise InvalidDatasetError(f"the dataset manifest in {root} is invalid ({exc})") from exc
+        raise InvalidDatasetError(
+            f"the dataset manifest is invalid ({type(exc).__name__})"
+        ) from exc
     return StoredDataset(root, manifest)
 
 

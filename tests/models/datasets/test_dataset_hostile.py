@@ -286,3 +286,17 @@ def test_an_image_over_the_byte_limit_is_a_bad_file(
     info = import_dataset(make_zip(entries), "imagefolder", tmp_path / "ds", limits=limits,
                           on_bad_files="skip")  # fmt: skip
     assert (info.count, info.skipped_count) == (2, 1)
+
+
+def test_errors_never_name_server_paths(tmp_path: Path, make_zip: ZipMaker) -> None:
+    with pytest.raises(InvalidDatasetError) as info:
+        load_dataset(tmp_path / "gone")
+    assert str(tmp_path) not in info.value.message
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "manifest.json").write_text("{not json")
+    with pytest.raises(InvalidDatasetError) as info:
+        load_dataset(tmp_path / "bad")
+    assert str(tmp_path) not in info.value.message
+    npz = make_zip({"x.npz": b"PK\x03\x04 not really an npz"})
+    err = _refused(npz, "medmnist-npz", tmp_path / "store" / "ds")
+    assert str(tmp_path) not in err.message
