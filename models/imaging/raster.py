@@ -78,7 +78,7 @@ def decode_raster(
     budget: DecodeBudget | None,
 ) -> DecodedImage:
     """Decode PNG or JPEG bytes; Pillow's errors are converted by the caller's boundary."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     label = fmt.upper()
     try:
@@ -87,6 +87,10 @@ def decode_raster(
         raise ImageTooLargeError(
             f"{name}: the header declares more pixels than allowed",
             {"filename": filename, "max_pixels": limits.max_pixels},
+        ) from exc
+    except UnidentifiedImageError as exc:  # its text names a memory address, not a cause
+        raise InvalidImageError(
+            f"{name}: unreadable {label} header", {"filename": filename}
         ) from exc
     except Exception as exc:
         raise InvalidImageError(

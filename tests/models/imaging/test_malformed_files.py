@@ -1,4 +1,5 @@
-"""Malformed DICOM values: each is a domain error naming the tag, never quoting the value.
+"""Malformed files: each DICOM value is a domain error naming the tag, never quoting the
+value; third-party errors are converted at the boundary; messages stay clean.
 
 Values are written raw (bypassing pydicom's validation), as a hostile file would hold them.
 """
@@ -200,3 +201,14 @@ def test_the_boundary_converts_any_third_party_error(
         decode_module.decode_image(data, filename="f")
     assert info.value.__cause__ is error
     assert type(error).__name__ in info.value.message
+
+
+def test_an_unidentifiable_png_header_says_so_without_a_memory_address() -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("L", (4, 4)).save(buf, format="PNG")
+    data = buf.getvalue()
+    with pytest.raises(InvalidImageError) as info:
+        decode_image(data[:12] + b"IHDX" + data[16:], filename="a.png")
+    assert info.value.message == "a.png: unreadable PNG header"
