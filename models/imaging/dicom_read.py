@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from models.errors import InvalidImageError, RobustDxError
+from models.errors import ImageTooLargeError, InvalidImageError, RobustDxError
 from models.imaging.decoded import DecodedImage, DicomInfo
 from models.imaging.dicom_tags import TagReader
 from models.imaging.dicom_voi import file_voi, modality_values
 from models.imaging.limits import DecodeBudget, DecodeLimits, check_pixels
+from models.imaging.raster import count_jpeg_scans
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
 GREYSCALE = ("MONOCHROME1", "MONOCHROME2")
 COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT", "YBR_PARTIAL_420")
 PALETTE = "PALETTE COLOR"
+#: Transfer syntaxes whose frames are JPEG or JPEG-LS streams (SOS-delimited scans):
+#: baseline, extended, lossless (14 and 14 SV1), JPEG-LS lossless and near-lossless.
+JPEG_SYNTAXES = frozenset(f"1.2.840.10008.1.2.4.{n}" for n in ("50", "51", "57", "70", "80", "81"))
 
 
 @dataclass(frozen=True)
@@ -119,6 +123,7 @@ def decode_dicom(
     meta = getattr(ds, "file_meta", None)
     tsyntax = meta.get("TransferSyntaxUID") if meta is not None else None
     ts_text = str(tsyntax) if tsyntax is not None else "unknown"
+    _check_jpeg_frames(ds, tsyntax, tags, limits)
     arr = _pixels(ds, module, name, filename, tsyntax)
     header = ds.copy()
     del header.PixelData
@@ -150,6 +155,23 @@ def decode_dicom(
         filename,
         info,
     )
+
+
+def _check_jpeg_frames(ds: Dataset, tsyntax: object, tags: TagReader, limits: DecodeLimits) -> None:
+    """Count the scans of an encapsulated JPEG frame before a decoder sees it: pydicom
+    hands JPEG frames to Pillow, which decodes a progressive frame whatever the transfer
+    syntax claims, so the JPEG scan cap must hold inside DICOM too."""
+    if str(tsyntax) not in JPEG_SYNTAXES:
+        return
+    from pydicom.encaps import generate_frames
+
+    for frame in generate_frames(ds.PixelData, number_of_frames=1):
+        if count_jpeg_scans(bytes(frame), limits.max_jpeg_scans) > limits.max_jpeg_scans:
+            raise ImageTooLargeError(
+                f"{tags.name}: the DICOM's JPEG frame has more than {limits.max_jpeg_scans} "
+                "scans (progressive refinement passes), over the limit",
+                {"filename": tags.filename, "max_jpeg_scans": limits.max_jpeg_scans},
+            )
 
 
 def _pixels(

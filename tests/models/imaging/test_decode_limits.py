@@ -187,3 +187,25 @@ def test_quantize_matches_torch_rounding_for_any_shape() -> None:
     assert quantize(x).shape == (1, 1, 1, 7)
     chw = torch.rand(3, 4, 5)
     np.testing.assert_array_equal(to_uint8(chw), quantize(chw.permute(1, 2, 0)))
+
+
+def test_the_scan_cap_holds_inside_dicom() -> None:
+    import pydicom
+    from pydicom.data import get_testdata_file
+    from pydicom.encaps import encapsulate
+
+    ds = pydicom.dcmread(str(get_testdata_file("SC_rgb_jpeg_dcmtk.dcm")))
+    assert str(ds.file_meta.TransferSyntaxUID) == "1.2.840.10008.1.2.4.50"  # JPEG baseline
+    rgb = np.random.default_rng(0).integers(0, 256, (100, 100, 3), dtype=np.uint8)
+    frame = _save(Image.fromarray(rgb), "JPEG", progressive=True, quality=80)
+    start, end = _scans(frame)[-1]
+    ds.PixelData = encapsulate([frame[:end] + frame[start:end] * 300 + frame[end:]])
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    with pytest.raises(ImageTooLargeError) as info:
+        decode_image(buf.getvalue(), filename="scans.dcm")
+    assert info.value.details["max_jpeg_scans"] == 64
+    ds.PixelData = encapsulate([frame])
+    buf = io.BytesIO()
+    ds.save_as(buf)
+    assert decode_image(buf.getvalue(), filename="ok.dcm").samples.shape == (100, 100, 3)
