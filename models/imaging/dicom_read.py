@@ -125,8 +125,8 @@ def decode_dicom(
     ts_text = str(tsyntax) if tsyntax is not None else "unknown"
     _check_jpeg_frames(ds, tsyntax, tags, limits)
     arr = _pixels(ds, module, name, filename, tsyntax)
-    header = ds.copy()
-    del header.PixelData
+    del ds.PixelData  # decoded: what is kept is the header
+    header = ds
     if module.samples == 3 or module.photometric == PALETTE:
         samples, bits = _colour(arr, ds, module, tags)
         info = DicomInfo(header, module.photometric, None, None, ts_text)

@@ -7,7 +7,9 @@ stored quantization.
 
 from __future__ import annotations
 
+import copy
 import io
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -75,12 +77,40 @@ def write_dicom_like(
         InvalidImageError: a header value needed for the inverse transform is malformed.
     """
     arr = _checked_pixels(pixels)
-    y = arr.astype(np.float64) / float(np.iinfo(arr.dtype).max)
-    ds = original_header.copy()
-    if getattr(ds, "file_meta", None) is None:
-        from pydicom.dataset import FileMetaDataset
+    try:
+        return _write(original_header, arr, window, display_range, series_description, derivation)
+    except InvalidImageError:
+        raise
+    except Exception as exc:  # pydicom refusing a header the decoder accepted
+        raise InvalidImageError(
+            f"the DICOM header cannot be written back ({type(exc).__name__})"
+        ) from exc
 
-        ds.file_meta = FileMetaDataset()
+
+def _write(
+    original_header: Dataset,
+    arr: np.ndarray,
+    window: DicomWindow | None,
+    display_range: tuple[float, float] | None,
+    series_description: str | None,
+    derivation: str | None,
+) -> bytes:
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian
+
+    y = arr.astype(np.float64) / float(np.iinfo(arr.dtype).max)
+    # A deep copy: Dataset.copy() shares the element dictionary, so editing it would
+    # change the caller's header (and the next image written from it).
+    ds = copy.deepcopy(original_header)
+    meta = getattr(ds, "file_meta", None)
+    ds.file_meta = meta if isinstance(meta, FileMetaDataset) else FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian  # what is written
+    for tag in [t for t in list(ds.keys()) if t.group in (0x0000, 0x0002)]:
+        del ds[tag]  # command and file meta elements have no place in a dataset body
+    # Parse every element (raw ones keep the source's byte order, big-endian perhaps),
+    # then declare the encoding that is written, so pydicom encodes values, not bytes.
+    ds.walk(lambda _ds, _elem: None)
+    ds.set_original_encoding(False, True, ds.original_character_set)
     tags = TagReader(ds, "header", None)
     old_size = (
         tags.integer("Rows", arr.shape[0], 1, 65535),
@@ -146,13 +176,18 @@ def _set_grey(
     smin = -(2 ** (bits_stored - 1)) if signed else 0
     smax = 2 ** (bits_stored - 1) - 1 if signed else 2**bits_stored - 1
     lo, hi = _inverse_range(tags, window, display_range, smin, smax, slope, intercept)
+    center, width = (lo + hi) / 2.0 + 0.5, (hi - lo) + 1.0
+    if not all(math.isfinite(v) for v in (lo, hi, center, width)):
+        raise InvalidImageError(
+            "the display range cannot be written as a DICOM window (it is not finite)",
+            {"tag": "WindowCenter"},
+        )
     v = 1.0 - y if photometric == "MONOCHROME1" else y
     stored = np.clip(np.rint((lo + v * (hi - lo) - intercept) / slope), smin, smax)
     dtype = np.dtype(f"{'i' if signed else 'u'}{bits_alloc // 8}")
     ds.set_pixel_data(stored.astype(dtype), photometric, bits_stored, generate_instance_uid=False)
     if slope != 1.0 or intercept != 0.0:
         ds.RescaleSlope, ds.RescaleIntercept = ds_number(slope), ds_number(intercept)
-    center, width = (lo + hi) / 2.0 + 0.5, (hi - lo) + 1.0
     ds.WindowCenter, ds.WindowWidth = ds_number(center), ds_number(width)
     ds.VOILUTFunction = "LINEAR"
 

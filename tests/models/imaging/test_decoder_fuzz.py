@@ -33,7 +33,14 @@ from pydicom.tag import Tag
 
 from models.card import ModelCard
 from models.errors import ImageTooLargeError, InvalidImageError
-from models.imaging import DecodeLimits, decode_image, to_model_input
+from models.imaging import (
+    DecodedImage,
+    DecodeLimits,
+    decode_image,
+    to_model_input,
+    to_uint8,
+    write_dicom_like,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
@@ -193,12 +200,28 @@ def _check(data: bytes) -> None:
     assert np.isfinite(px).all()
     assert px.min() >= 0.0
     assert px.max() <= 1.0
+    if img.dicom is not None:
+        _write_back(img)
     for card in CARDS:
         x = to_model_input(img, card)
         assert tuple(x.shape) == (card.input.channels, 8, 8)
         assert bool(x.isfinite().all())
         assert float(x.min()) >= 0.0
         assert float(x.max()) <= 1.0
+
+
+def _write_back(img: DecodedImage) -> None:
+    """An audit writes adversarial images back into the decoded header: that must work,
+    or fail with the domain error, for every header the decoder accepted."""
+    assert img.dicom is not None
+    window = img.dicom.window
+    display = (window.low, window.high) if window is not None else None
+    try:
+        data = write_dicom_like(img.dicom.header, to_uint8(img.pixels), display_range=display)
+    except InvalidImageError:
+        return
+    again = decode_image(data, filename="written", limits=LIMITS)
+    assert again.samples.shape[:2] == img.samples.shape[:2]
 
 
 def _fuzz(strategy: st.SearchStrategy[bytes], examples: int) -> set[bytes]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -212,3 +213,31 @@ def test_an_unidentifiable_png_header_says_so_without_a_memory_address() -> None
     with pytest.raises(InvalidImageError) as info:
         decode_image(data[:12] + b"IHDX" + data[16:], filename="a.png")
     assert info.value.message == "a.png: unreadable PNG header"
+
+
+def test_writing_back_leaves_the_decoded_header_alone() -> None:
+    from models.imaging import to_uint8, write_dicom_like
+
+    img = decode_image(_mutated(CT, WindowCenter="40", WindowWidth="400"), filename="ct.dcm")
+    assert img.dicom is not None
+    header = img.dicom.header
+    before = {e.keyword: str(e.value) for e in header if e.keyword}
+    pixels = to_uint8(img.pixels)
+    first = write_dicom_like(header, pixels[::2, ::2])  # resized: PixelSpacing is rescaled
+    second = write_dicom_like(header, pixels[::2, ::2])
+    assert {e.keyword: str(e.value) for e in header if e.keyword} == before
+    a, b = (pydicom.dcmread(io.BytesIO(x)) for x in (first, second))
+    assert a.PixelSpacing == b.PixelSpacing
+    assert [float(v) for v in a.PixelSpacing] == [2 * float(v) for v in header.PixelSpacing]
+
+
+def test_a_big_endian_file_is_written_back_little_endian() -> None:
+    from models.imaging import to_uint8, write_dicom_like
+
+    img = decode_image(Path(str(get_testdata_file("MR_small_bigendian.dcm"))).read_bytes())
+    assert img.dicom is not None
+    data = write_dicom_like(img.dicom.header, to_uint8(img.pixels))
+    again = decode_image(data, filename="back.dcm")
+    assert again.dicom is not None
+    assert again.dicom.transfer_syntax == "1.2.840.10008.1.2.1"
+    np.testing.assert_array_equal(to_uint8(again.pixels), to_uint8(img.pixels))
