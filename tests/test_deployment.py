@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.settings import Settings
+from app.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +18,7 @@ def compose() -> dict:
 
 
 def test_services_present(compose: dict) -> None:
-    assert set(compose["services"]) == {"api", "worker", "redis", "postgres"}
+    assert set(compose["services"]) == {"migrate", "api", "worker", "redis", "postgres"}
 
 
 def test_environment_names_are_settings(compose: dict) -> None:
@@ -51,13 +51,20 @@ def test_default_admin_key_refused_in_production() -> None:
 def test_commands_are_cli_commands(compose: dict) -> None:
     from typer.main import get_command
 
-    from app.cli import cli
+    from app.cli.main import cli
 
     names = set(get_command(cli).commands)  # type: ignore[attr-defined]
-    for name in ("api", "worker"):
+    for name in ("migrate", "api", "worker"):
         command = compose["services"][name]["command"]
         assert command[0] == "robustdx"
         assert command[1] in names
+
+
+def test_migrations_run_before_the_service(compose: dict) -> None:
+    assert compose["services"]["migrate"]["command"] == ["robustdx", "db", "upgrade"]
+    for name in ("api", "worker"):
+        after = compose["services"][name]["depends_on"]["migrate"]
+        assert after == {"condition": "service_completed_successfully"}
 
 
 def test_worker_reserves_a_gpu_and_api_publishes_port(compose: dict) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 
 
 def make_celery(settings: Settings) -> Celery:
@@ -36,7 +36,8 @@ def make_celery(settings: Settings) -> Celery:
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        imports=["workers.tasks.check", "workers.tasks.audit", "workers.tasks.defense"],
+        imports=["workers.tasks.check", "workers.tasks.audit", "workers.tasks.defense",
+                 "workers.tasks.webhooks"],
     )
     return celery
 

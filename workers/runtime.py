@@ -7,9 +7,9 @@ from functools import lru_cache
 
 import torch
 
-from app.db import Database, ModelRow, get_database
-from app.settings import Settings, get_settings
-from app.storage import Storage
+from app.core.db import Database, ModelRow, open_database
+from app.core.settings import Settings, get_settings
+from app.core.storage import Storage
 from models.device import resolve_device
 from models.errors import NotFoundError
 
@@ -29,7 +29,7 @@ def runtime() -> Runtime:
         torch.set_num_threads(settings.torch_threads)
     return Runtime(
         settings=settings,
-        db=get_database(settings.resolved_database_url),
+        db=open_database(settings),
         storage=Storage(settings.data_dir),
         device=resolve_device(settings.device),
     )

@@ -19,8 +19,12 @@ libraries from ``data/aotinductor/``. So before calling it, :func:`check_archive
   stream, the stream references only allow-listed tensor rebuilders, so the full unpickler
   torch later runs on the same bytes can do nothing more; when it refuses, so do we.
 
-After loading, the graph is checked for operators that touch files
-(:mod:`models.formats.operators`).
+- checks the program's JSON (operator targets of every graph, nested graphs of higher-order
+  operators included, guard code and symbolic expressions) against the operator allow-list
+  without resolving any name (:mod:`models.formats.export_program`).
+
+After loading, every node of the program's graph and of every nested graph module is
+checked again by the operator it resolved to (:func:`loaded_operators`).
 
 An exported module cannot change train/eval mode (``.eval()`` raises), and it is
 specialised to the example batch size unless the batch dimension was marked dynamic:
@@ -35,6 +39,7 @@ import io
 import json
 import pickle
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,7 @@ from torch import nn
 
 from models.errors import InvalidModelFileError, UnsafeModelFileError
 from models.formats.archive import ZipMembers
+from models.formats.export_program import HIGHER_ORDER, PYTHON_TARGETS, check_program_json
 from models.formats.operators import check_operators, torch_op_name
 
 _FIXED_MEMBERS = frozenset(
@@ -96,6 +102,8 @@ def check_archive(path: Path) -> None:
         raise InvalidModelFileError("the archive_format member of the .pt2 archive is not 'pt2'")
     if not members.under("models/"):
         raise InvalidModelFileError("the .pt2 archive has no exported program (models/*.json)")
+    for program_name in members.under("models/"):
+        check_program_json(program_name, members.read_member(program_name))
     for config_name in members.under("data/weights/") + members.under("data/constants/"):
         if not config_name.endswith("_config.json"):
             continue
@@ -119,10 +127,7 @@ def load_exported(path: Path, device: torch.device) -> tuple[ExportedNet, tuple[
             program = torch.export.load(fh)
     except Exception as exc:  # torch raises many kinds on a malformed program
         raise InvalidModelFileError(f"torch.export.load could not read the program: {exc}") from exc
-    check_operators(
-        (torch_op_name(n.target) for n in program.graph.nodes if n.op == "call_function"),
-        "exported program",
-    )
+    check_operators(loaded_operators(program), "exported program")
     shape = static_input_shape(program)
     if device.type != "cpu":
         from torch.export.passes import move_to_device_pass
@@ -133,6 +138,40 @@ def load_exported(path: Path, device: torch.device) -> tuple[ExportedNet, tuple[
     except Exception as exc:
         raise InvalidModelFileError(f"the exported program cannot be run: {exc}") from exc
     return ExportedNet(module).to(device), shape
+
+
+def loaded_operators(program: torch.export.ExportedProgram) -> Iterator[str]:
+    """The operator of every node of every graph in ``program`` (nested graph modules too).
+
+    Operators are yielded as ``"namespace::name"``. Allowed control-flow operators and
+    scalar Python functions are skipped; any other target is yielded by its Python name
+    (``"builtins.open"``), and a node that is not a function call as ``"fx::<op>"``: both are
+    outside the allow-list.
+    """
+    for module in program.graph_module.modules():
+        graph = getattr(module, "graph", None)
+        if not isinstance(graph, torch.fx.Graph):
+            continue
+        for node in graph.nodes:
+            if node.op in ("placeholder", "output", "get_attr"):
+                continue
+            if node.op != "call_function":
+                yield f"fx::{node.op}"
+                continue
+            name = torch_op_name(node.target)
+            if "::" in name:
+                yield name
+            elif isinstance(node.target, torch._ops.HigherOrderOperator):
+                if node.target.name() not in HIGHER_ORDER:
+                    yield f"higher_order::{node.target.name()}"
+            elif _python_name(node.target) not in PYTHON_TARGETS:
+                yield _python_name(node.target)
+
+
+def _python_name(target: object) -> str:
+    module = getattr(target, "__module__", None) or "?"
+    module = {"operator": "_operator"}.get(module, module)
+    return f"{module}.{getattr(target, '__name__', type(target).__name__)}"
 
 
 def static_input_shape(program: torch.export.ExportedProgram) -> tuple[Any, ...] | None:

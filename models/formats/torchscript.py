@@ -10,11 +10,13 @@ import a Python module or call a Python callable. The source is compiled by the 
 compiler and runs in its interpreter, which can call registered operators only.
 
 That interpreter runs some of the file's code *while loading*: a class's ``__setstate__``
-is called when its object is unpickled. Among the registered operators, ``aten::save``
-writes a file and ``aten::from_file`` reads one. So, before :func:`torch.jit.load`, the
-source in ``code/`` is refused when it names one of those operators
-(:data:`~models.formats.operators.DENIED_NAMES`); after loading, every method graph of every
-submodule is checked again by operator kind.
+is called when its object is unpickled. So, before :func:`torch.jit.load`, the archive's
+members, pickles and source are checked against the operator allow-list without running
+anything (:mod:`models.formats.torchscript_source`). After loading, every graph the model
+can run is checked again by the operator kinds the compiler resolved: every method of
+every submodule (``forward``, ``__setstate__``, ``__getstate__``, exported methods), each
+also with its calls inlined (so called functions and methods of TorchScript classes are
+seen), every nested block and every subgraph attribute (:func:`graph_operators`).
 
 ``torch.jit.load`` is deprecated in torch 2.14 and warns; the warning is filtered around
 that one call only.
@@ -28,28 +30,18 @@ from pathlib import Path
 
 import torch
 
-from models.errors import InvalidModelFileError, UnsafeModelFileError
+from models.errors import InvalidModelFileError
 from models.formats.archive import ZipMembers
-from models.formats.operators import DENIED_NAMES, check_operators
+from models.formats.operators import check_operators
+from models.formats.torchscript_source import check_archive
 
 #: torch 2.14's deprecation notices for TorchScript entry points.
 DEPRECATION = r"`torch\.jit\.\w+` is deprecated"
 
 
 def check_source(path: Path) -> None:
-    """Refuse TorchScript source that names a file-touching operator (see module doc)."""
-    members = ZipMembers.read(path)
-    for name in members.under("code/"):
-        if not name.endswith(".py"):
-            continue
-        text = members.read_member(name).decode("utf-8", errors="replace")
-        match = DENIED_NAMES.search(text)
-        if match:
-            raise UnsafeModelFileError(
-                f"the TorchScript code in {name} calls '{match.group(1)}', an operator that "
-                "reads or writes files; a diagnostic model may only compute on tensors",
-                {"member": name, "operator": match.group(1)},
-            )
+    """Refuse an archive whose members, pickles or source reach past the allow-list."""
+    check_archive(ZipMembers.read(path))
 
 
 def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule:
@@ -60,28 +52,42 @@ def load_torchscript(path: Path, device: torch.device) -> torch.jit.ScriptModule
             module = torch.jit.load(str(path), map_location=device)
     except Exception as exc:  # torch raises RuntimeError and friends on bad archives
         raise InvalidModelFileError(f"torch.jit.load could not read the archive: {exc}") from exc
-    check_operators(_node_kinds(module), "TorchScript model")
+    check_operators(module_operators(module), "TorchScript model")
     return module
 
 
-def _node_kinds(module: torch.jit.ScriptModule) -> Iterator[str]:
+def module_operators(module: torch.jit.ScriptModule) -> Iterator[str]:
+    """The operator kinds of every graph of every method of ``module`` and its submodules."""
     for sub in module.modules():
         cmod = getattr(sub, "_c", None)
         if cmod is None:
             continue
-        for method in cmod._method_names():
-            yield from _graph_kinds(cmod._get_method(method).graph)
+        for name in cmod._method_names():
+            method = cmod._get_method(name)
+            yield from graph_operators(method.graph)
+            yield from graph_operators(_inlined(sub, name, method.graph))
 
 
-def _graph_kinds(graph: torch.Graph) -> Iterator[str]:
-    for node in graph.nodes():
-        yield node.kind()
-        for block in node.blocks():
-            yield from _block_kinds(block)
+def _inlined(sub: torch.nn.Module, name: str, graph: torch.Graph) -> torch.Graph:
+    script_method = getattr(sub, name, None)
+    inlined = getattr(script_method, "inlined_graph", None)
+    if isinstance(inlined, torch.Graph):
+        return inlined
+    copy = graph.copy()
+    torch._C._jit_pass_inline(copy)
+    return copy
 
 
-def _block_kinds(block: torch.Block) -> Iterator[str]:
-    for node in block.nodes():
-        yield node.kind()
-        for inner in node.blocks():
-            yield from _block_kinds(inner)
+def graph_operators(graph: torch.Graph) -> Iterator[str]:
+    """Every node kind in ``graph``: nested blocks and subgraph attributes included."""
+    stack: list[torch.Block | torch.Graph] = [graph]
+    while stack:
+        for node in stack.pop().nodes():
+            yield node.kind()
+            stack.extend(node.blocks())
+            for attr in node.attributeNames():
+                kind = node.kindOf(attr)
+                if kind == "g":
+                    stack.append(node.g(attr))
+                elif kind == "gs":
+                    stack.extend(node.gs(attr))

@@ -23,8 +23,8 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
-from app.main import create_app
-from app.settings import DEV_ADMIN_KEY, Settings
+from app.api.main import create_app
+from app.core.settings import DEV_ADMIN_KEY, Settings
 
 MAX_MODEL_BYTES = 4 * 1024**2
 MAX_IMAGE_BYTES = 512 * 1024

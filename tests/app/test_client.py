@@ -2,7 +2,7 @@
 
 import pytest
 
-from app.client import parse_attack
+from app.cli.client import parse_attack
 
 
 def test_parse_attack_reads_fractions_lists_and_types() -> None:

@@ -7,9 +7,9 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from app.db import Database, JobRow, ShardRow
-from app.services.jobs import create_job, get_job, list_jobs, request_cancel
-from app.services.tenants import authenticate, create_tenant, hash_key
+from app.core.db import Database, JobRow, ShardRow
+from app.core.jobs import create_job, get_job, list_jobs, request_cancel
+from app.core.tenants import authenticate, create_tenant, hash_key
 from models.errors import AuthenticationError, ConflictError, NotFoundError
 from workers.jobs import JobContext, ShardLease
 
@@ -17,7 +17,7 @@ from workers.jobs import JobContext, ShardLease
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.create_all()
+    database.upgrade()
     return database
 
 
@@ -32,7 +32,7 @@ def _tenant(db: Database, name: str) -> tuple[str, str]:
 def test_keys_are_hashed_and_authenticate(db: Database) -> None:
     tenant_id, key = _tenant(db, "a")
     with db.session() as s:
-        from app.db import ApiKey
+        from app.core.db import ApiKey
 
         stored = s.scalars(select(ApiKey.key_hash).where(ApiKey.tenant_id == tenant_id)).all()
         assert stored == [hash_key(key)]

@@ -356,10 +356,10 @@ def test_zoo_registration_is_idempotent_by_sha256(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import models.zoo
-    from app.db import ModelRow, get_database
-    from app.services.tenants import create_tenant
-    from app.services.zoo import register_zoo
-    from app.storage import Storage
+    from app.core.db import ModelRow, get_database
+    from app.core.storage import Storage
+    from app.core.tenants import create_tenant
+    from app.core.zoo import register_zoo
     from models.card import ModelCard
     from models.zoo import ZooEntry
 
@@ -375,6 +375,7 @@ def test_zoo_registration_is_idempotent_by_sha256(
     )
     monkeypatch.setattr(models.zoo, "list_zoo", lambda: [broken, good])
     db = get_database(f"sqlite:///{tmp_path / 'zoo.db'}")
+    db.upgrade()
     storage = Storage(tmp_path / "store")
     with db.session() as session:
         tenant_id = create_tenant(session, "dev")[0].id

@@ -17,8 +17,8 @@ from PIL import Image
 from scipy.stats import norm
 from torch import nn
 
-from app.metrics import BATCH_SIZE
-from app.services.inference import InferenceService
+from app.api.metrics import BATCH_SIZE
+from app.api.services.inference import InferenceService
 from models.card import Head, ModelCard
 from models.imaging import decode_image, to_model_input
 from models.wrapper import DiagnosticModel

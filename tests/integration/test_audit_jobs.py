@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import time
 import xml.etree.ElementTree as ET
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +18,8 @@ from PIL import Image
 
 from tests.integration.conftest import TinyModel
 from tests.support.services import Service
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.integration
 
@@ -118,6 +123,66 @@ def test_audit_report_values_and_artifacts(service: Service, tiny_derm: TinyMode
     with service.client(other) as c:
         assert c.get(f"/v1/audits/{audit_id}").status_code == 404
         assert c.get(f"/v1/audits/{audit_id}/report").status_code == 404
+        assert c.get(f"/v1/audits/{audit_id}/report.sig").status_code == 404
+        assert c.get(f"/v1/audits/{audit_id}/fhir").status_code == 404
+
+    _check_signed_evidence(service, key, audit_id, tmp_path=service.data_dir.parent)
+    _check_fhir_summary(service, key, audit_id, report)
+
+
+def _check_signed_evidence(service: Service, key: str, audit_id: str, tmp_path: Path) -> None:
+    """The filed bundle verifies offline with the published key; one changed byte fails."""
+    from app.core.signing import verify
+
+    folder = tmp_path / "evidence"
+    folder.mkdir()
+    with service.client(key) as c:
+        for name in ("report", "report.html", "report.xml", "report.sig"):
+            response = c.get(f"/v1/audits/{audit_id}/{name}")
+            assert response.status_code == 200, response.text
+            (folder / ("report.json" if name == "report" else name)).write_bytes(response.content)
+        public = c.get("/v1/signing-key")
+    assert public.status_code == 200
+    (folder / "public.pem").write_bytes(public.content)
+    files = {n: (folder / n).read_bytes() for n in ("report.json", "report.html", "report.xml")}
+    bundle = verify((folder / "report.sig").read_bytes(), public.content, files)
+    assert bundle["audit_id"] == audit_id
+    assert "adversarial.zip" in bundle["artifacts"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "app.cli", "audit", "verify", *args],
+                              capture_output=True, text=True, cwd=ROOT, check=False)
+
+    ok = cli(str(folder / "report.json"), str(folder / "report.sig"), "--key",
+             str(folder / "public.pem"), "--also", str(folder / "report.xml"))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith(f"verified: audit {audit_id}, 2 file(s) unchanged")
+    tampered = bytearray(files["report.json"])
+    tampered[len(tampered) // 2] ^= 0x20
+    (folder / "report.json").write_bytes(bytes(tampered))
+    bad = cli(str(folder / "report.json"), str(folder / "report.sig"), "--key",
+              str(folder / "public.pem"))
+    assert bad.returncode == 1
+    assert "NOT VERIFIED: report.json was changed after it was signed" in bad.stderr
+    not_a_sig = cli(str(folder / "report.json"), str(folder / "report.xml"), "--key",
+                    str(folder / "public.pem"))
+    assert not_a_sig.returncode == 3
+    assert "not a RobustDx evidence signature" in not_a_sig.stderr
+
+
+def _check_fhir_summary(service: Service, key: str, audit_id: str, report: dict) -> None:
+    from fhir.resources.R4B.bundle import Bundle
+
+    with service.client(key) as c:
+        response = c.get(f"/v1/audits/{audit_id}/fhir")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(response.json())
+    values = {e.resource.code.coding[0].code: float(e.resource.valueQuantity.value)
+              for e in bundle.entry if e.resource.get_resource_type() == "Observation"}
+    assert values[f"accuracy[{PGD8}]"] == pytest.approx(
+        report["attacks"][PGD8]["adversarial"]["accuracy"], abs=1e-6)
+    assert values["clean_accuracy"] == pytest.approx(report["summary"]["clean_accuracy"], abs=1e-6)
 
 
 def test_worker_killed_mid_audit_still_completes_with_same_numbers(

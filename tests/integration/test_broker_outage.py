@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.embedded_broker import EmbeddedRedis
+from app.cli.embedded_broker import EmbeddedRedis
 from tests.integration.conftest import TinyModel
 from tests.support.services import Broker, Service
 

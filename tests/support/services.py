@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from app.embedded_broker import EmbeddedRedis, free_port
+from app.cli.embedded_broker import EmbeddedRedis, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -124,9 +124,14 @@ class Service:
 
     def start_api(self) -> None:
         self.port = self.port or free_port()
+        if self.database_url:
+            # As an operator would: a server database is migrated before the API starts
+            # (only the embedded SQLite upgrades itself).
+            subprocess.run([sys.executable, "-m", "app.cli.main", "db", "upgrade"],
+                           env=self.env(), cwd=ROOT, check=True, capture_output=True)
         log = open(self.data_dir / f"api-{time.time_ns()}.log", "wb")  # noqa: SIM115
         self.api = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+            [sys.executable, "-m", "uvicorn", "app.api.main:create_app", "--factory",
              "--host", "127.0.0.1", "--port", str(self.port), "--log-level", "warning"],
             env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )

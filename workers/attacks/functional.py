@@ -4,7 +4,7 @@ Everything here works on batches of images ``[N, C, H, W]`` in ``[0, 1]`` pixel 
 budgets are in real pixel units (``eps=4/255`` is four grey levels of an 8-bit image).
 Budgets, step sizes and step counts may be one number for the batch or one per image
 (a tensor of shape ``[N]``), which is what multi-perturbation adversarial training
-(MPAdvT, PAPER.md) and the per-image minimum-eps search need.
+(MPAdvT, Xu et al. 2021) and the per-image minimum-eps search need.
 
 None of these functions touches the model's train/eval mode or its parameters'
 ``requires_grad`` flags: the caller decides (the attack engine freezes the model in

@@ -1,7 +1,7 @@
 """Generative adversarial perturbations (GAP), L-infinity.
 
 Poursaeed, Katsman, Gao, Belongie, "Generative Adversarial Perturbations", CVPR 2018, as
-used by Xu et al. 2021 (PAPER.md). A small ResNet-style image-to-image generator (two
+used by Xu et al. 2021. A small ResNet-style image-to-image generator (two
 strided convolutions down, residual blocks, two transposed convolutions up) is trained
 against the frozen classifier on a dataset; its output passes through ``tanh`` and is
 scaled by ``eps``, so every perturbation lies in the L-infinity ball of radius ``eps``

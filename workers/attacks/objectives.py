@@ -14,7 +14,7 @@ sigmoid          BCE over all findings (or     at least one finding's thresholde
 
 Targeted attacks minimize the loss of the target instead. Single-label targets are class
 indices; success means the prediction *is* the target. For multi-label models the only
-target is "every finding flipped" (``target="least-likely"``, PAPER.md's GAP), and
+target is "every finding flipped" (``target="least-likely"``, Xu et al.'s GAP), and
 success then means every finding (or the chosen one) was flipped.
 
 Score-based attacks (Square, DeepFool, C&W) use *margins* instead: real numbers that are

@@ -10,7 +10,7 @@ image and to ``[0, 1]``. ``eps`` and ``step_size`` are in pixel units of ``[0, 1
 (``4/255`` = four grey levels). The default step size is ``2.5 * eps / steps`` (Madry et
 al.), which lets a walk from the ball's centre reach its surface.
 
-Multi-label models are attacked with the BCE over every finding (PAPER.md), or one
+Multi-label models are attacked with the BCE over every finding (Xu et al. 2021), or one
 ``finding``. With ``restarts > 1`` each restart runs only on the images that are still
 robust (after quantization), and keeps the best result per image.
 """

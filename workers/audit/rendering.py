@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from app.storage import write_atomic
+from app.core.storage import write_atomic
 from workers.analyses.base import Section
 from workers.audit.engine import GRID_PREFIX
 

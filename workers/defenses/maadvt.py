@@ -6,7 +6,7 @@ The inner maximization is L-infinity PGD on the head's loss (eps in [0, 1] pixel
 the outer objective is :func:`workers.defenses.losses.mart_loss`: a boosted cross-entropy
 on the PGD examples (true class up, strongest wrong class down) plus ``beta`` times
 ``KL(clean || adv)`` weighted per example by ``1 - p_true(clean)``, so examples the model
-already gets wrong count more. ``beta`` about 6 (PAPER.md; MART's CIFAR-10 value).
+already gets wrong count more. ``beta`` about 6 (Xu et al. 2021; MART's CIFAR-10 value).
 Multi-label heads use per-finding probabilities, per-finding binary KL and per-finding
 weights.
 """

@@ -1,5 +1,5 @@
 """``mpadvt``: the paper's multi-perturbation adversarial training (Xu et al., Medical
-Image Analysis 2021; see PAPER.md, "Defenses").
+Image Analysis 2021, "Defenses").
 
 For each training batch, with probability ``p`` the clean batch is replaced by PGD
 examples whose L-infinity budget is drawn from ``U[eps_min, eps_max]`` and whose number of

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy import update
 
-from app.db import Database, JobRow, ShardRow
+from app.core.db import Database, JobRow, ShardRow
 from models.errors import JobCancelledError, RobustDxError
 
 logger = logging.getLogger(__name__)

@@ -20,9 +20,10 @@ import numpy as np
 import torch
 from sqlalchemy import select, update
 
-from app.db import JobRow, ModelRow, ShardRow
-from app.queue import send_task
-from app.storage import write_atomic
+from app.core.comparison import PER_IMAGE_FILE
+from app.core.db import JobRow, ModelRow, ShardRow
+from app.core.queue import send_task
+from app.core.storage import write_atomic
 from models.card import ModelCard
 from models.wrapper import DiagnosticModel
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
@@ -48,7 +49,7 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     """Model, dataset and engine of a job, cached per worker process (one job at a time)."""
     if job.id in _CACHE:
         return _CACHE[job.id]
-    from app.services.models import load_registered_model
+    from app.core.registry import load_registered_model
     from models.datasets import check_labels, load_dataset
 
     req = job.request
@@ -239,6 +240,10 @@ def finalize(job_id: str) -> None:
         from workers.analyses.base import merge_arrays
 
         arrays = merge_arrays(parts)
+        from workers.audit.outcomes import write_outcomes
+
+        write_outcomes(rt.storage.job_dir(job_id), arrays, engine.model.card,
+                       [s.key for s in engine.settings])
         sections = [*engine.summarize(arrays), *loaded.skipped]
         from workers.audit.rendering import grid_samples, write_report_files
 
@@ -253,7 +258,10 @@ def finalize(job_id: str) -> None:
         write_report_files(rt.storage.job_dir(job_id), rt.storage.artifacts_dir(job_id),
                            report, sections, samples)
         ctx.succeed({"summary": report.get("summary", {}),
-                     "report": f"/v1/audits/{job_id}/report"})
+                     "report": f"/v1/audits/{job_id}/report",
+                     # What a later audit needs to name this one as its baseline.
+                     "settings": [setting.key for setting in engine.settings],
+                     "per_image": (rt.storage.job_dir(job_id) / PER_IMAGE_FILE).exists()})
 
 
 def _zip_adversarial(rt: Runtime, job_id: str) -> None:
@@ -308,8 +316,16 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
     job_meta = {"id": job.id, "kind": "audit", "created_at": job.created_at.isoformat(),
                 "model_name": model_name}
     attacks_meta = {s.key: s.info() for s in engine.settings}
-    return dict(build_report(job_meta, provenance, sections, attacks_meta, req.get("policy"),
-                             artifacts=artifacts))
+    from workers.audit.outcomes import apply_baseline, split_policy
+
+    policy, baseline = split_policy(req.get("policy"))
+    report = dict(build_report(job_meta, provenance, sections, attacks_meta, policy,
+                               artifacts=artifacts))
+    if baseline is not None:
+        apply_baseline(report, rt.storage.job_dir(job.id),
+                       rt.storage.job_dir(str(baseline["baseline"])), baseline,
+                       seed=int(req.get("seed", 0)))
+    return report
 
 
 def _aware(value: datetime) -> datetime:

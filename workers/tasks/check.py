@@ -24,7 +24,7 @@ def check_model(job_id: str) -> None:
         ctx.start("loading")
         job = ctx.load()
         row = model_row(rt, job.request["model_id"])
-        from app.services.models import load_registered_model
+        from app.core.registry import load_registered_model
 
         t0 = time.perf_counter()
         model = load_registered_model(rt.storage, row, rt.device)

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
-from app.storage import write_atomic
+from app.core.storage import write_atomic
 from models.card import ModelCard
 from models.wrapper import DiagnosticModel
 from workers.celery_app import app
@@ -66,7 +66,7 @@ def train(job_id: str) -> None:
         ctx.start("preparing")
         job = ctx.load()
         req = job.request
-        from app.services.models import load_registered_model, register_model_file
+        from app.core.registry import load_registered_model, register_model_file
         from workers.defenses import train_defense
 
         row = model_row(rt, req["model_id"])
@@ -129,7 +129,7 @@ def train(job_id: str) -> None:
             new_card = new_card.model_copy(update=update)
             with rt.db.session() as session:
                 new_row = register_model_file(session, rt.storage, job.tenant_id, path,
-                                              new_card, lineage=lineage, device=rt.device)
+                                              new_card, lineage=lineage)
                 new_id = new_row.id
         sections = [training_section(result.history), comparison_section(before, after)]
         _write_report(rt, job_id, req, before, after, sections, new_id, result)

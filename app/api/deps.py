@@ -1,0 +1,70 @@
+"""Dependency aliases used by the routes (tests swap them with ``dependency_overrides``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.orm import Session
+
+from app.core.db import Database, Tenant, get_database
+from app.core.settings import Settings
+from app.core.storage import Storage
+from app.core.tenants import authenticate, check_admin
+
+
+def app_settings(request: Request) -> Settings:
+    """The settings the application was created with (``create_app`` stores them).
+
+    Read from the app state rather than through ``dependency_overrides``: with any
+    override set, FastAPI re-solves the dependency graph on every request (measured: about
+    4 ms of CPU per predict).
+    """
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
+
+
+def get_db(settings: SettingsDep) -> Database:
+    return get_database(settings.resolved_database_url)
+
+
+DatabaseDep = Annotated[Database, Depends(get_db)]
+
+
+def get_session(db: DatabaseDep) -> Iterator[Session]:
+    with db.session() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_storage(settings: SettingsDep) -> Storage:
+    return Storage(settings.data_dir)
+
+
+StorageDep = Annotated[Storage, Depends(get_storage)]
+
+
+def get_tenant(
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(description="Bearer <api key>")] = None,
+) -> Tenant:
+    return authenticate(session, authorization)
+
+
+TenantDep = Annotated[Tenant, Depends(get_tenant)]
+
+
+def require_admin(
+    settings: SettingsDep,
+    authorization: Annotated[str | None, Header(description="Bearer <admin key>")] = None,
+) -> None:
+    check_admin(authorization, settings.admin_key)
+
+
+AdminDep = Annotated[None, Depends(require_admin)]

@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response, status
+from fastapi.responses import FileResponse, JSONResponse
+
+from app.api.deps import DatabaseDep, SessionDep, SettingsDep, StorageDep, TenantDep
+from app.api.schemas.common import ERRORS
+from app.api.schemas.defenses import DefenseRequest
+from app.api.schemas.jobs import JobPage, JobStatus
+from app.api.services.datasets import dataset_or_404
+from app.core.jobs import get_job, list_jobs, request_cancel
+from app.core.registry import get_model
+from app.core.submit import submit_job
+from models.card import ModelCard
+from models.errors import ConflictError, NotFoundError
+
+router = APIRouter(prefix="/v1/defenses", tags=["defenses"], responses=ERRORS)
+
+
+@router.post("", status_code=status.HTTP_202_ACCEPTED, response_model=JobStatus,
+             summary="Harden a model by adversarial training")
+def post_defense(body: DefenseRequest, response: Response, session: SessionDep,
+                 db: DatabaseDep, settings: SettingsDep, tenant: TenantDep) -> JobStatus:
+    from models.datasets import DatasetInfo, check_labels
+
+    model = get_model(session, tenant.id, body.model_id)
+    card = ModelCard.model_validate(model.card)
+    train = dataset_or_404(session, tenant.id, body.train_dataset_id)
+    evaluation = dataset_or_404(session, tenant.id, body.eval_dataset_id)
+    check_labels(DatasetInfo.model_validate(train.info), card)
+    check_labels(DatasetInfo.model_validate(evaluation.info), card)
+    request = body.model_dump(mode="json") | {"train_dataset_sha256": train.sha256,
+                                              "eval_dataset_sha256": evaluation.sha256}
+    job = submit_job(session, db, settings, tenant.id, "defense", request)
+    response.headers["Location"] = f"/v1/defenses/{job.id}"
+    return JobStatus.from_row(job)
+
+
+@router.get("", response_model=JobPage, summary="List defense jobs")
+def get_defenses(session: SessionDep, tenant: TenantDep,
+                 limit: Annotated[int, Query(ge=1, le=200)] = 50,
+                 offset: Annotated[int, Query(ge=0)] = 0) -> JobPage:
+    rows, total = list_jobs(session, tenant.id, "defense", limit, offset)
+    return JobPage(items=[JobStatus.from_row(r) for r in rows], total=total, limit=limit,
+                   offset=offset)
+
+
+@router.get("/{job_id}", response_model=JobStatus, summary="Status of a defense job")
+def get_defense(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
+    return JobStatus.from_row(get_job(session, tenant.id, job_id, kind="defense"))
+
+
+@router.post("/{job_id}/cancel", response_model=JobStatus, summary="Cancel a defense job")
+def cancel_defense(job_id: str, session: SessionDep, tenant: TenantDep) -> JobStatus:
+    return JobStatus.from_row(request_cancel(session, get_job(session, tenant.id, job_id,
+                                                              kind="defense")))
+
+
+def _report(session: Any, storage: Any, tenant_id: str, job_id: str, name: str) -> Any:
+    job = get_job(session, tenant_id, job_id, kind="defense")
+    if job.status != "succeeded":
+        raise ConflictError(f"defense {job_id} has no report yet (status {job.status})")
+    path = storage.job_dir(job.id) / name
+    if not path.exists():
+        raise NotFoundError(f"{name} of defense {job_id} is missing")
+    return path
+
+
+@router.get("/{job_id}/report", summary="Before/after report (JSON)")
+def get_defense_report(job_id: str, session: SessionDep, storage: StorageDep,
+                       tenant: TenantDep) -> JSONResponse:
+    path = _report(session, storage, tenant.id, job_id, "report.json")
+    return JSONResponse(json.loads(path.read_text()))
+
+
+@router.get("/{job_id}/report.html", response_class=FileResponse,
+            summary="Before/after report (HTML)")
+def get_defense_report_html(job_id: str, session: SessionDep, storage: StorageDep,
+                            tenant: TenantDep) -> FileResponse:
+    return FileResponse(_report(session, storage, tenant.id, job_id, "report.html"),
+                        media_type="text/html")

@@ -1,0 +1,5 @@
+"""``python -m app.cli``: the robustdx command."""
+
+from app.cli.main import main
+
+main()

@@ -1,0 +1,37 @@
+"""The one catalogue of engine names the API validates against.
+
+The API never imports the engine (``workers``), yet it must refuse an unknown attack,
+analysis, defense method or policy rule at submission. The names live here once; the API's
+schemas are built from them and ``tests/test_layering.py`` checks them against the engine's
+own registries (``workers.attacks.list_attacks``, ``workers.analyses.registry``,
+``workers.defenses.list_defenses``, ``workers.reports.policy.RULE_NAMES``), so the two can
+never drift apart. The engine reads policy-rule names and parameter limits from here too.
+"""
+
+from __future__ import annotations
+
+ATTACK_NAMES: tuple[str, ...] = (
+    "apgd", "autoattack", "bim", "cw_l2", "deepfool", "fgsm", "gap", "min_eps", "pgd", "square",
+    "uap",
+)
+ANALYSIS_NAMES: tuple[str, ...] = (
+    "clinical", "discriminability", "features", "gradcam", "label_correlation",
+    "perturbations", "quantitative", "sanity",
+)
+DEFENSE_METHODS: tuple[str, ...] = ("clean", "maadvt", "mpadvt", "pgd_at", "trades")
+
+#: Per-attack policy rules (a threshold per attack key or ``"*"``).
+ATTACK_POLICY_RULES: tuple[str, ...] = (
+    "min_accuracy", "min_balanced_accuracy", "min_auroc", "max_fooling_rate",
+    "max_attack_success_rate", "max_accuracy_drop",
+)
+#: Audit-wide policy rules (one threshold).
+GLOBAL_POLICY_RULES: tuple[str, ...] = ("min_clean_accuracy", "min_clean_auroc")
+#: Policy rules that take ``true`` instead of a threshold.
+FLAG_POLICY_RULES: tuple[str, ...] = ("require_reliable",)
+POLICY_RULES: tuple[str, ...] = (*GLOBAL_POLICY_RULES, *ATTACK_POLICY_RULES, *FLAG_POLICY_RULES)
+#: A policy may also compare with a baseline audit (:mod:`app.core.comparison`).
+BASELINE_POLICY_KEYS: tuple[str, ...] = ("baseline", "max_regression")
+
+MODEL_FORMATS: tuple[str, ...] = ("torch-export", "torchscript", "pth", "safetensors", "onnx")
+DATASET_FORMATS: tuple[str, ...] = ("imagefolder", "csv", "medmnist-npz", "dicom")

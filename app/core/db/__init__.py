@@ -1,0 +1,21 @@
+"""Database access: the ORM tables and the engine/session factory.
+
+Used by the API and, for job state, by the workers (the database is the source of truth).
+Nothing here imports FastAPI.
+"""
+
+from app.core.db.session import Database, get_database, open_database
+from app.core.db.tables import ApiKey, Base, DatasetRow, JobRow, ModelRow, ShardRow, Tenant
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Database",
+    "DatasetRow",
+    "JobRow",
+    "ModelRow",
+    "ShardRow",
+    "Tenant",
+    "get_database",
+    "open_database",
+]

@@ -1,0 +1,133 @@
+"""Process settings. Environment variables (prefix ``ROBUSTDX_``) are read here and only here."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEV_ADMIN_KEY = "dev-admin-key"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROBUSTDX_", extra="ignore")
+
+    environment: Literal["development", "test", "production"] = "development"
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; a SQLite file in data_dir when unset."
+    )
+    auto_upgrade_database: bool | None = Field(
+        default=None,
+        description="Upgrade the schema at start; unset: only the embedded SQLite of data_dir.",
+    )
+    broker_url: str | None = Field(
+        default=None,
+        description="Redis URL of the Celery broker; unset means the embedded broker "
+        "started by `robustdx run` (its URL is then kept in data_dir/broker-url).",
+    )
+    admin_key: str = DEV_ADMIN_KEY
+    idempotency_ttl_seconds: float = Field(
+        default=86400.0, gt=0,
+        description="How long an Idempotency-Key's first response is replayed.",
+    )
+    webhook_allowed_hosts: list[str] = Field(
+        default=["*"],
+        description="Host patterns webhooks may call (JSON list; '*.hospital.org' style).",
+    )
+    webhook_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow webhook hosts that resolve to loopback or private addresses.",
+    )
+    webhook_backoff_seconds: float = Field(default=5.0, gt=0,
+                                           description="First retry delay; doubles each time.")
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    model_check_wall_seconds: float = Field(
+        default=60.0, gt=0, description="Wall-time limit of an upload's load and dry run.")
+    model_check_cpu_seconds: int = Field(
+        default=30, ge=1, description="CPU-time limit of an upload's load and dry run.")
+    model_check_memory_bytes: int = Field(
+        default=4 * 1024**3, ge=256 * 1024**2,
+        description="Memory an upload's check may allocate beyond the loaded libraries.")
+    model_check_queue_seconds: float = Field(
+        default=30.0, gt=0, description="How long an upload waits for a free check slot.")
+    signing_key_file: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs report bundles; generated in the "
+        "data folder at first use outside production.",
+    )
+    device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
+
+    # Upload and decoding limits. Models are large; images are not.
+    max_model_bytes: int = 2 * 1024**3
+    max_image_bytes: int = 32 * 1024**2
+    max_image_pixels: int = 64 * 1024**2
+    max_dataset_bytes: int = 4 * 1024**3
+    max_dataset_files: int = 200_000
+    max_dataset_uncompressed_bytes: int = 16 * 1024**3
+    max_files_per_request: int = 64
+
+    # In-process inference.
+    api_workers: int = Field(
+        default=1, ge=1, le=64,
+        description="API processes (uvicorn workers); each holds its models and batcher.",
+    )
+    batch_max_size: int = Field(default=32, ge=1, le=4096)
+    batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
+    model_cache_size: int = Field(default=4, ge=1, le=256)
+    inference_threads: int = Field(default=1, ge=1, le=64)
+
+    # Workers.
+    worker_queues: str = Field(default="gpu,cpu", description="Queues a worker consumes.")
+    torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default.")
+
+    # Jobs.
+    shard_size: int = Field(default=256, ge=1, description="Images per audit shard.")
+    heartbeat_seconds: float = Field(default=5.0, gt=0)
+    stale_after_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Work with no heartbeat for this long is enqueued again.",
+    )
+    task_time_limit_seconds: int = 6 * 3600
+    register_zoo: bool = Field(default=True, description="Register the demo zoo (dev tenant).")
+    dev_tenant: str = "dev"
+    run_dispatcher: bool = Field(
+        default=True, description="Run the dispatcher/watchdog loop in the API process."
+    )
+
+    @model_validator(mode="after")
+    def _refuse_default_secrets(self) -> Settings:
+        if self.environment == "production" and self.admin_key == DEV_ADMIN_KEY:
+            raise ValueError("ROBUSTDX_ADMIN_KEY must be set to a secret in production")
+        return self
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'robustdx.db').resolve()}"
+
+    @property
+    def upgrades_database_itself(self) -> bool:
+        if self.auto_upgrade_database is not None:
+            return self.auto_upgrade_database
+        return self.database_url is None
+
+    @property
+    def resolved_broker_url(self) -> str:
+        if self.broker_url:
+            return self.broker_url
+        stored = self.data_dir / "broker-url"
+        if stored.exists():
+            return stored.read_text().strip()
+        return "redis://127.0.0.1:6379/0"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
