@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from models.card import Task
-from models.datasets.archive import Entry, SafeArchive, listed
+from models.datasets.archive import Entry, SafeArchive, listed, reason
 from models.datasets.labels_csv import CsvLabels, parse_label_csv
 from models.datasets.types import ImportLimits
 from models.errors import InvalidDatasetError
@@ -41,6 +41,7 @@ class PlannedItem:
     mask_dest: str | None = None
     mask_payload: Callable[[], bytes] | None = None
     require_dicom: bool = False
+    metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -190,9 +191,12 @@ def _from_csv(
     fmt: str,
 ) -> Plan:
     csv_entry = _the_csv(archive)
-    parsed: CsvLabels = parse_label_csv(
-        archive.read(csv_entry, limits.max_csv_bytes), csv_entry.path, labels
-    )
+    # Every row names a distinct file of the archive, so rows past the file limit are
+    # refused as they are read.
+    with archive.open_text(csv_entry, limits.max_csv_bytes) as text:
+        parsed: CsvLabels = parse_label_csv(
+            text, csv_entry.path, labels, max_rows=min(limits.max_csv_rows, limits.max_files)
+        )
     resolve = _Resolver(archive, csv_entry)
     # Masks are found by exact path, so that a bare image name is not confused with its
     # mask of the same name in another folder.
@@ -231,6 +235,7 @@ def _from_csv(
                 if mask_entry
                 else None,
                 require_dicom=fmt == "dicom",
+                metadata=row.metadata,
             )
         )
     if missing or missing_masks:
@@ -252,7 +257,7 @@ def _from_csv(
         items,
         implicit_negatives=parsed.implicit_negatives,
         ignored_files=max(ignored, 0),
-        extra={"convention": parsed.convention},
+        extra={"convention": parsed.convention, "metadata_dropped": parsed.metadata_dropped},
     )
 
 
@@ -306,7 +311,9 @@ def _open_npz(
     try:
         return np.load(source, allow_pickle=False), name
     except Exception as exc:
-        raise InvalidDatasetError(f"medmnist-npz: {name} is not a readable npz ({exc})") from exc
+        raise InvalidDatasetError(
+            f"medmnist-npz: {name} is not a readable npz ({reason(exc)})"
+        ) from exc
 
 
 def _array(npz: np.lib.npyio.NpzFile, key: str, name: str) -> np.ndarray:
@@ -320,6 +327,9 @@ def _png_of(array: np.ndarray, index: int) -> Callable[[], bytes]:
     from models.imaging import encode_png
 
     return lambda: encode_png(array[index])
+
+
+_Split = tuple[str | None, np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def import_medmnist(
@@ -346,45 +356,8 @@ def import_medmnist(
             "(splits train, val, test)",
             {"keys": sorted(keys)},
         )
-    parts = []
-    widths = set()
-    for split, prefix in split_keys:
-        images = _array(npz, f"{prefix}images", name)
-        y = _array(npz, f"{prefix}labels", name)
-        where = f"{prefix}images"
-        if images.ndim == 4 and images.shape[3] == 1:
-            images = images[..., 0]
-        if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {where} must be [N, H, W] or [N, H, W, 3], got {images.shape}"
-            )
-        if images.dtype not in (np.uint8, np.uint16) or (
-            images.dtype == np.uint16 and images.ndim == 4
-        ):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {where} must be uint8 (or uint16 greyscale), got {images.dtype}"
-            )
-        if y.ndim == 1:
-            y = y[:, None]
-        if y.ndim != 2 or y.shape[0] != images.shape[0]:
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}labels must be [N] or [N, K] with N = "
-                f"{images.shape[0]}, got {y.shape}"
-            )
-        if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
-            raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must be numbers")
-        if not np.all(np.equal(np.mod(y, 1), 0)) or (y < 0).any():
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}labels must hold non-negative integers"
-            )
-        masks = _array(npz, f"{prefix}masks", name) if f"{prefix}masks" in keys else None
-        if masks is not None and (masks.shape != images.shape[:3] or masks.dtype != np.uint8):
-            raise InvalidDatasetError(
-                f"medmnist-npz: {prefix}masks must be uint8 {images.shape[:3]}, "
-                f"got {masks.dtype} {masks.shape}"
-            )
-        widths.add(y.shape[1])
-        parts.append((split, images, y.astype(np.int64), masks))
+    parts = [_npz_split(npz, name, keys, split, prefix) for split, prefix in split_keys]
+    widths = {y.shape[1] for _, _, y, _ in parts}
     if len(widths) != 1:
         raise InvalidDatasetError(f"medmnist-npz: the splits have different label widths {widths}")
     width = widths.pop()
@@ -403,6 +376,51 @@ def import_medmnist(
             f"medmnist-npz: {len(label_names)} label names for labels that need {count}",
             {"label_names": list(label_names)},
         )
+    items, split_counts = _npz_items(parts, task)
+    splits = split_counts if any(s is not None for s, *_ in parts) else None
+    return Plan(task, label_names, items, splits=splits)
+
+
+def _npz_split(
+    npz: np.lib.npyio.NpzFile, name: str, keys: set[str], split: str | None, prefix: str
+) -> _Split:
+    """One split's images, labels ``[N, K]`` int64 and masks, checked."""
+    images = _array(npz, f"{prefix}images", name)
+    y = _array(npz, f"{prefix}labels", name)
+    where = f"{prefix}images"
+    if images.ndim == 4 and images.shape[3] == 1:
+        images = images[..., 0]
+    if not (images.ndim == 3 or (images.ndim == 4 and images.shape[3] == 3)):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {where} must be [N, H, W] or [N, H, W, 3], got {images.shape}"
+        )
+    if images.dtype not in (np.uint8, np.uint16) or (
+        images.dtype == np.uint16 and images.ndim == 4
+    ):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {where} must be uint8 (or uint16 greyscale), got {images.dtype}"
+        )
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != images.shape[0]:
+        raise InvalidDatasetError(
+            f"medmnist-npz: {prefix}labels must be [N] or [N, K] with N = "
+            f"{images.shape[0]}, got {y.shape}"
+        )
+    if not np.issubdtype(y.dtype, np.number) and y.dtype != np.bool_:
+        raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must be numbers")
+    if not np.all(np.equal(np.mod(y, 1), 0)) or (y < 0).any():
+        raise InvalidDatasetError(f"medmnist-npz: {prefix}labels must hold non-negative integers")
+    masks = _array(npz, f"{prefix}masks", name) if f"{prefix}masks" in keys else None
+    if masks is not None and (masks.shape != images.shape[:3] or masks.dtype != np.uint8):
+        raise InvalidDatasetError(
+            f"medmnist-npz: {prefix}masks must be uint8 {images.shape[:3]}, "
+            f"got {masks.dtype} {masks.shape}"
+        )
+    return split, images, y.astype(np.int64), masks
+
+
+def _npz_items(parts: list[_Split], task: Task) -> tuple[list[PlannedItem], dict[str, int]]:
     items = []
     split_counts: dict[str, int] = {}
     for split, images, y, masks in parts:
@@ -424,8 +442,7 @@ def import_medmnist(
                     mask_payload=_png_of(mask_png, i) if mask_png is not None else None,
                 )
             )
-    splits = split_counts if any(s is not None for s, *_ in parts) else None
-    return Plan(task, label_names, items, splits=splits)
+    return items, split_counts
 
 
 IMPORTERS: dict[str, Importer] = {

@@ -19,34 +19,32 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from models.card import ModelCard
-from models.datasets.archive import SafeArchive, listed
+from models.datasets.archive import SafeArchive
+from models.datasets.extract import Extracted, extract
 from models.datasets.importers import IMPORTERS, Plan
 from models.datasets.types import (
-    FILES_DIR,
     FORMATS,
     MANIFEST,
+    ON_BAD_FILES,
     DatasetInfo,
     ImportLimits,
     Manifest,
     ManifestItem,
+    OnBadFiles,
 )
-from models.errors import (
-    ImageTooLargeError,
-    InvalidDatasetError,
-    InvalidImageError,
-    InvalidParametersError,
-    LabelMismatchError,
-)
-from models.imaging import DecodedImage, decode_image, resize, to_model_input
+from models.errors import InvalidDatasetError, InvalidParametersError, LabelMismatchError
+from models.imaging import DecodedImage, DecodeLimits, decode_image, resize, to_model_input
 
 logger = logging.getLogger(__name__)
+
+MAX_LISTED_SKIPPED = 50
 
 
 def _sha256(path: Path) -> str:
@@ -64,6 +62,7 @@ def import_dataset(
     *,
     limits: ImportLimits | None = None,
     labels: Sequence[str] | None = None,
+    on_bad_files: OnBadFiles = "refuse",
 ) -> DatasetInfo:
     """Check, extract and decode an uploaded archive into ``dest_dir``.
 
@@ -75,14 +74,23 @@ def import_dataset(
         limits: the archive and image limits (defaults: :class:`ImportLimits`).
         labels: the label names, in order, when the archive does not say them all (a
             MedMNIST npz) or to fix their order; labels outside it are refused.
+        on_bad_files: what to do with images (or masks) that do not decode. ``"refuse"``
+            (the default): refuse the import, listing every bad file (the first 50) and
+            its reason. ``"skip"``: import the rest and record the skipped files in
+            ``DatasetInfo.skipped_files`` / ``skipped_count`` (refused when none is left).
 
     Raises:
-        InvalidParametersError: unknown format.
+        InvalidParametersError: unknown format or ``on_bad_files`` value.
         InvalidDatasetError: an unsafe, oversized or malformed archive, unreadable images
             (listed in ``details["unreadable"]``), a CSV naming missing files, labels not
             in the CSV header. Nothing is stored.
     """
     limits = limits or ImportLimits()
+    if on_bad_files not in ON_BAD_FILES:
+        raise InvalidParametersError(
+            f"unknown on_bad_files {on_bad_files!r}; valid: {', '.join(ON_BAD_FILES)}",
+            {"valid": list(ON_BAD_FILES)},
+        )
     importer = IMPORTERS.get(fmt)
     if importer is None:
         raise InvalidParametersError(
@@ -110,22 +118,10 @@ def import_dataset(
             plan = importer(archive, zip_path, limits, labels, staging)
             if not plan.items:
                 raise InvalidDatasetError("the archive holds no images")
-            items, formats = _extract(plan, staging, limits, fmt)
-        info = DatasetInfo(
-            format=fmt,
-            count=len(items),
-            task=plan.task,
-            label_names=plan.label_names,
-            label_counts=_label_counts(plan),
-            sha256=_sha256(zip_path),
-            splits=plan.splits,
-            has_masks=all(i.mask is not None for i in items),
-            implicit_negatives=plan.implicit_negatives,
-            image_formats=formats,
-            ignored_files=plan.ignored_files,
-        )
+            extracted = extract(plan, staging, limits, on_bad_files)
+        info = _info(fmt, plan, extracted, _sha256(zip_path))
         (staging / "_upload.npz").unlink(missing_ok=True)
-        manifest = Manifest(info=info, limits=limits, items=tuple(items))
+        manifest = Manifest(info=info, limits=limits, items=tuple(extracted.items))
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=1))
         if dest_dir.exists():
             dest_dir.rmdir()
@@ -139,70 +135,40 @@ def import_dataset(
     return info
 
 
-def _extract(
-    plan: Plan, staging: Path, limits: ImportLimits, fmt: str
-) -> tuple[list[ManifestItem], dict[str, int]]:
-    unreadable: list[dict[str, str]] = []
-    formats: dict[str, int] = {}
-    items = []
-    for item in plan.items:
-        decoded = _check_image(item.payload, item.dest, limits, unreadable, staging)
-        if decoded is not None:
-            if item.require_dicom and decoded != "dicom":
-                unreadable.append({"file": item.dest, "error": f"{decoded.upper()}, not DICOM"})
-            formats[decoded] = formats.get(decoded, 0) + 1
-        if item.mask_payload is not None and item.mask_dest is not None:
-            _check_image(item.mask_payload, f"{item.mask_dest}", limits, unreadable, staging)
-        items.append(
-            ManifestItem(
-                file=f"{FILES_DIR}/{item.dest}",
-                label=item.label,
-                findings=item.findings,
-                split=item.split,
-                mask=f"{FILES_DIR}/{item.mask_dest}" if item.mask_dest else None,
-                source=item.dest,
-            )
-        )
-    if unreadable:
-        raise InvalidDatasetError(
-            f"{len(unreadable)} images cannot be read; nothing was stored",
-            {"unreadable": listed(unreadable), "count": len(unreadable)},  # type: ignore[arg-type]
-        )
-    return items, formats
+def _info(fmt: str, plan: Plan, extracted: Extracted, sha256: str) -> DatasetInfo:
+    items = extracted.items
+    splits = None
+    if plan.splits is not None:
+        splits = {name: 0 for name in plan.splits}
+        for item in items:
+            folder = item.split or "all"
+            splits[folder] = splits.get(folder, 0) + 1
+    return DatasetInfo(
+        format=fmt,
+        count=len(items),
+        task=plan.task,
+        label_names=plan.label_names,
+        label_counts=_label_counts(plan.label_names, items),
+        sha256=sha256,
+        splits=splits,
+        has_masks=all(i.mask is not None for i in items),
+        implicit_negatives=plan.implicit_negatives,
+        image_formats=extracted.formats,
+        ignored_files=plan.ignored_files,
+        skipped_files=tuple(extracted.bad[:MAX_LISTED_SKIPPED]),
+        skipped_count=len(extracted.bad),
+        metadata_keys=extracted.metadata_keys,
+        metadata_dropped=extracted.metadata_dropped,
+    )
 
 
-def _check_image(
-    payload: Callable[[], bytes],
-    dest: str,
-    limits: ImportLimits,
-    unreadable: list[dict[str, str]],
-    staging: Path,
-) -> str | None:
-    """Decode one image (the predict path's checks); keep its bytes when it decodes."""
-    data = payload()
-    try:
-        decoded = decode_image(
-            data,
-            filename=dest,
-            max_bytes=limits.max_image_bytes,
-            max_pixels=limits.max_image_pixels,
-        )
-    except (InvalidImageError, ImageTooLargeError) as exc:
-        unreadable.append({"file": dest, "error": exc.message})
-        return None
-    path = staging / FILES_DIR / dest
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return decoded.source_format
-
-
-def _label_counts(plan: Plan) -> dict[str, int]:
-    counts = dict.fromkeys(plan.label_names, 0)
-    for item in plan.items:
+def _label_counts(label_names: tuple[str, ...], items: list[ManifestItem]) -> dict[str, int]:
+    counts = dict.fromkeys(label_names, 0)
+    for item in items:
         if item.label is not None:
-            counts[plan.label_names[item.label]] += 1
+            counts[label_names[item.label]] += 1
         for k in item.findings or ():
-            counts[plan.label_names[k]] += 1
+            counts[label_names[k]] += 1
     return counts
 
 
@@ -239,13 +205,24 @@ class StoredDataset:
         return np.array([i for i, it in enumerate(self.items) if it.split == split], np.int64)
 
     def decode(self, index: int) -> DecodedImage:
+        """Image ``index``, decoded under the limits the dataset was imported with."""
         item = self.items[index]
         return decode_image(
             (self.root / item.file).read_bytes(),
             filename=item.source,
-            max_bytes=self.manifest.limits.max_image_bytes,
-            max_pixels=self.manifest.limits.max_image_pixels,
+            limits=self._decode_limits,
         )
+
+    @property
+    def _decode_limits(self) -> DecodeLimits:
+        return self.manifest.limits.decode_limits()
+
+    def metadata(self, indices: Sequence[int] | np.ndarray | None = None) -> list[dict[str, str]]:
+        """The per-image metadata (group labels such as ``sex``, ``age_band``, ``view``,
+        ``manufacturer``), in dataset order or for ``indices``; ``{}`` for an image without
+        any, and for every image of a dataset imported before metadata were kept."""
+        idx = range(len(self.items)) if indices is None else [int(i) for i in indices]
+        return [dict(self.items[i].metadata) for i in idx]
 
     def labels(self, card: ModelCard | None = None) -> torch.Tensor:
         """All labels in the head convention: ``LongTensor [N]`` class indices or float
@@ -313,12 +290,11 @@ class StoredDataset:
             mask_file = self.items[i].mask
             assert mask_file is not None
             decoded = decode_image(
-                (self.root / mask_file).read_bytes(),
-                filename=mask_file,
-                max_bytes=self.manifest.limits.max_image_bytes,
-                max_pixels=self.manifest.limits.max_image_pixels,
+                (self.root / mask_file).read_bytes(), filename=mask_file, limits=self._decode_limits
             )
-            m = torch.from_numpy(decoded.pixels.max(axis=2) > 0.5).float()[None, None]
+            # On the integer samples: a mask never needs a full-size float copy.
+            lesion = decoded.samples.max(axis=2) > decoded.scale / 2.0
+            m = torch.from_numpy(lesion).float()[None, None]
             out[row] = resize(m, h, w, card.preprocessing.resize, mode="nearest")[0, 0]
         return out
 
@@ -330,9 +306,11 @@ def load_dataset(dest_dir: Path) -> StoredDataset:
     try:
         manifest = Manifest.model_validate_json(path.read_text())
     except FileNotFoundError as exc:
-        raise InvalidDatasetError(f"no dataset manifest in {root}") from exc
+        raise InvalidDatasetError("the dataset's files are missing (was it deleted?)") from exc
     except ValueError as exc:
-        raise InvalidDatasetError(f"the dataset manifest in {root} is invalid ({exc})") from exc
+        raise InvalidDatasetError(
+            f"the dataset manifest is invalid ({type(exc).__name__})"
+        ) from exc
     return StoredDataset(root, manifest)
 
 

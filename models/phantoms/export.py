@@ -8,14 +8,18 @@ with :func:`models.datasets.import_dataset` in the same format. Layouts (inside 
 - ``csv``: ``images/<kind>_<i>.png`` and ``labels.csv``. Chest uses the ChestX-ray14
   convention (``Image Index`` naming the bare file, ``Finding Labels`` joined by ``|`` or
   ``No Finding``); the other kinds ``file,label`` with the path in the archive. Masks in
-  ``masks/``, named by a ``mask`` column.
+  ``masks/``, named by a ``mask`` column. Per-image metadata follow as the columns
+  ``sex``, ``age_band``, ``manufacturer`` and (chest) ``view``
+  (:mod:`models.phantoms.metadata`).
 - ``medmnist-npz``: one ``<kind>_phantom.npz`` in the MedMNIST layout (``train_images``,
   ``train_labels``, ``val_*``, ``test_*``; a 70/10/20 split; grey images ``[N, H, W]``,
   colour ``[N, H, W, 3]``; labels ``[N, 1]`` class indices or ``[N, K]`` 0/1), plus
   ``label_names`` and, when asked, ``<split>_masks``.
 - ``dicom``: ``dicom/<kind>_<i>.dcm`` and ``labels.csv`` as for ``csv``. Chest images are
   12-bit DX files with a full-range window (every fourth one MONOCHROME1), derm and fundus
-  8-bit RGB photographs; all decode to the phantom's exact 8-bit pixels.
+  8-bit RGB photographs; all decode to the phantom's exact 8-bit pixels. The metadata
+  are the tags ``PatientSex``, ``PatientAge``, ``Manufacturer``, ``BodyPartExamined`` and
+  (chest) ``ViewPosition``; ``labels.csv`` holds only files and labels.
 
 Masks are 8-bit PNGs, 255 on the lesion.
 """
@@ -35,6 +39,7 @@ import numpy as np
 from models.errors import InvalidParametersError
 from models.imaging import encode_png
 from models.phantoms import PhantomSet, generate
+from models.phantoms.metadata import PhantomPatient, phantom_metadata
 
 ArchiveFormat = Literal["imagefolder", "csv", "medmnist-npz", "dicom"]
 FORMATS: tuple[str, ...] = ("imagefolder", "csv", "medmnist-npz", "dicom")
@@ -143,13 +148,20 @@ def _write_imagefolder(zf: zipfile.ZipFile, phantoms: PhantomSet, masks: bool) -
             zf.writestr(f"masks/{label}/{name}", _mask_png(phantoms, i))
 
 
-def _csv_rows(phantoms: PhantomSet, files: list[str], mask_files: list[str] | None) -> str:
+def _csv_rows(
+    phantoms: PhantomSet,
+    files: list[str],
+    mask_files: list[str] | None,
+    metadata: list[PhantomPatient] | None = None,
+) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     chest_convention = phantoms.task == "multi-label"
     header = ["Image Index", "Finding Labels"] if chest_convention else ["file", "label"]
     if mask_files is not None:
         header.append("mask")
+    columns = list(metadata[0].columns()) if metadata else []
+    header.extend(columns)
     writer.writerow(header)
     for i, file in enumerate(files):
         names = phantoms.label_names_of(i)
@@ -158,6 +170,8 @@ def _csv_rows(phantoms: PhantomSet, files: list[str], mask_files: list[str] | No
         row = [file.rsplit("/", 1)[-1] if chest_convention else file, value or NO_FINDING]
         if mask_files is not None:
             row.append(mask_files[i])
+        if metadata:
+            row.extend(metadata[i].columns()[c] for c in columns)
         writer.writerow(row)
     return buf.getvalue()
 
@@ -171,7 +185,8 @@ def _write_csv(zf: zipfile.ZipFile, phantoms: PhantomSet, masks: bool) -> None:
         if masks:
             zf.writestr(f"masks/{name}", _mask_png(phantoms, i))
             mask_files.append(f"masks/{name}")
-    zf.writestr("labels.csv", _csv_rows(phantoms, files, mask_files if masks else None))
+    metadata = phantom_metadata(phantoms)
+    zf.writestr("labels.csv", _csv_rows(phantoms, files, mask_files if masks else None, metadata))
 
 
 def splits(n: int) -> dict[str, slice]:
@@ -201,9 +216,10 @@ def _write_npz(zf: zipfile.ZipFile, phantoms: PhantomSet, masks: bool) -> None:
 
 def _write_dicom(zf: zipfile.ZipFile, phantoms: PhantomSet, masks: bool) -> None:
     files, mask_files = [], []
+    metadata = phantom_metadata(phantoms)
     for i in range(len(phantoms)):
         name = _name(phantoms, i, "dcm")
-        zf.writestr(f"dicom/{name}", phantom_dicom(phantoms, i))
+        zf.writestr(f"dicom/{name}", phantom_dicom(phantoms, i, metadata[i]))
         files.append(f"dicom/{name}")
         if masks:
             png = _name(phantoms, i, "png")
@@ -212,8 +228,9 @@ def _write_dicom(zf: zipfile.ZipFile, phantoms: PhantomSet, masks: bool) -> None
     zf.writestr("labels.csv", _csv_rows(phantoms, files, mask_files if masks else None))
 
 
-def phantom_dicom(phantoms: PhantomSet, index: int) -> bytes:
-    """One phantom as a DICOM file that decodes to its exact 8-bit pixels."""
+def phantom_dicom(phantoms: PhantomSet, index: int, patient: PhantomPatient | None = None) -> bytes:
+    """One phantom as a DICOM file that decodes to its exact 8-bit pixels, with the
+    patient and acquisition tags of ``patient`` (default: its :func:`phantom_metadata`)."""
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import UID, generate_uid
 
@@ -229,6 +246,13 @@ def phantom_dicom(phantoms: PhantomSet, index: int) -> bytes:
     ds.PatientName = f"Phantom^{phantoms.kind.capitalize()}"
     ds.PatientID = f"PH{phantoms.seed:04d}{index:06d}"
     ds.Modality = modality
+    patient = patient or phantom_metadata(phantoms)[index]
+    ds.PatientSex = patient.sex
+    ds.PatientAge = f"{patient.age_years:03d}Y"
+    ds.Manufacturer = patient.manufacturer
+    ds.BodyPartExamined = patient.body_part
+    if patient.view is not None:
+        ds.ViewPosition = patient.view
     ds.SeriesDescription = f"RobustDx {phantoms.kind} phantom (seed {phantoms.seed})"
     pixels = phantoms.images[index]
     if phantoms.channels == 1:

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from models.errors import InvalidParametersError
-from models.imaging import decode_image, to_uint8
+from models.imaging import DecodeLimits, decode_image, to_uint8
 from models.phantoms import generate
 from models.phantoms.export import FORMATS, write_phantom_archive
 
-LIMITS = {"max_bytes": 1 << 24, "max_pixels": 1 << 20}
+LIMITS = DecodeLimits(max_bytes=1 << 24, max_pixels=1 << 20)
 
 
 def _csv(zf: zipfile.ZipFile) -> list[dict[str, str]]:
@@ -27,13 +27,15 @@ def test_chest_csv_follows_the_chestxray14_convention(tmp_path: Path) -> None:
     ps = generate("chest", 40, 32, seed=2)
     with zipfile.ZipFile(summary.path) as zf:
         rows = _csv(zf)
-        assert list(rows[0]) == ["Image Index", "Finding Labels"]
+        assert list(rows[0]) == [
+            "Image Index", "Finding Labels", "sex", "age_band", "manufacturer", "view"
+        ]  # fmt: skip
         for i, row in enumerate(rows):
             expected = ps.label_names_of(i)
             assert row["Finding Labels"] == ("|".join(expected) or "No Finding")
             assert row["Image Index"] == f"chest_{i:06d}.png"
             png = zf.read(f"images/{row['Image Index']}")
-            img = decode_image(png, filename=row["Image Index"], **LIMITS)
+            img = decode_image(png, filename=row["Image Index"], limits=LIMITS)
             assert np.array_equal(to_uint8(img.pixels), ps.images[i])
     assert summary.count == 40
     assert summary.label_counts == {
@@ -94,7 +96,7 @@ def test_dicom_archives_decode_to_the_exact_pixels(tmp_path: Path, kind: str) ->
         for i, row in enumerate(rows):
             name = row["Image Index"] if kind == "chest" else row["file"]
             path = name if "/" in name else f"dicom/{name}"
-            img = decode_image(zf.read(path), filename=name, **LIMITS)
+            img = decode_image(zf.read(path), filename=name, limits=LIMITS)
             assert img.source_format == "dicom"
             modes.add(img.mode)
             assert np.array_equal(to_uint8(img.pixels), ps.images[i])

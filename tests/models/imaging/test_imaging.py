@@ -30,7 +30,10 @@ LIMITS = {"max_bytes": 8 * 1024**2, "max_pixels": 4 * 1024**2}
 
 
 def _decode(data: bytes, filename: str | None = "x", **limits: int):
-    return decode_image(data, filename=filename, **{**LIMITS, **limits})
+    merged = {**LIMITS, **limits}
+    return decode_image(
+        data, filename=filename, max_bytes=merged["max_bytes"], max_pixels=merged["max_pixels"]
+    )
 
 
 def _card(channels: int = 1, size: int = 16, **pre: object) -> ModelCard:
