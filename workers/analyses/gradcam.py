@@ -80,6 +80,7 @@ from workers.analyses.layers import (
     validate_layers,
 )
 from workers.analyses.plotting import new_grid, render_png
+from workers.analyses.stats import nanmean
 from workers.params import in_range
 
 Target = Literal["predicted", "clean-prediction", "label"]
@@ -458,7 +459,7 @@ class GradCAMAnalysis(Analysis):
             "degenerate_maps": int(arrays["clean_degenerate"][rows].sum()),
         }
         if "lesion_share_clean" in arrays:
-            clean["lesion_share"] = _nanmean(arrays["lesion_share_clean"][rows])
+            clean["lesion_share"] = nanmean(arrays["lesion_share_clean"][rows])
         attacks: dict[str, Any] = {}
         missing: list[str] = []
         for key in ctx.attack_keys:
@@ -502,19 +503,19 @@ class GradCAMAnalysis(Analysis):
 
         def block(sel: np.ndarray | slice, col: int | slice = slice(None)) -> dict[str, Any]:
             out = {
-                "iou_top": _nanmean(iou_v[sel, col]),
-                "com_shift_px": _nanmean(shift_px[sel, col]),
-                "com_shift_fraction": _nanmean(shift_frac[sel, col]),
+                "iou_top": nanmean(iou_v[sel, col]),
+                "com_shift_px": nanmean(shift_px[sel, col]),
+                "com_shift_fraction": nanmean(shift_frac[sel, col]),
             }
             if attack_field("lesion_share_adv", key) in arrays:
-                out["lesion_share_adversarial"] = _nanmean(get("lesion_share_adv")[sel, col])
+                out["lesion_share_adversarial"] = nanmean(get("lesion_share_adv")[sel, col])
                 if "lesion_share_clean" in arrays:
                     pos = unique_rows(arrays["index"])
                     clean_index = arrays["index"][pos]
                     adv_index = arrays[attack_field("adv_index", key)][rows]
                     where = np.searchsorted(clean_index, adv_index)
                     share = arrays["lesion_share_clean"][pos][where]
-                    out["lesion_share_clean"] = _nanmean(share[sel, col])
+                    out["lesion_share_clean"] = nanmean(share[sel, col])
             return out
 
         stats: dict[str, Any] = {
@@ -545,11 +546,6 @@ def _changed(a: Tensor, b: Tensor, head: Head) -> Tensor:
 def _np(t: Tensor, dtype: Any) -> np.ndarray:
     return t.detach().cpu().numpy().astype(dtype)
 
-
-def _nanmean(values: np.ndarray) -> float:
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if v.size else float("nan")
 
 
 # --------------------------------------------------------------------------- gallery

@@ -53,6 +53,7 @@ from workers.analyses.base import (
 )
 from workers.analyses.jsonable import jsonable
 from workers.analyses.plotting import PALETTE, new_grid, render_png
+from workers.analyses.stats import nanmean
 from workers.perturbations import (
     IMAGENET_P,
     Family,
@@ -290,9 +291,9 @@ class PerturbationsAnalysis(Analysis):
             table[name].update(stats)
         flips = {n: table[n]["flip_probability"] for n in sequenced}
         summary["clean_metric"] = clean[metric]
-        summary["mean_flip_probability"] = _nanmean(list(flips.values()))
+        summary["mean_flip_probability"] = nanmean(list(flips.values()))
         topk = [table[n]["sequence"].get("top_k_distance") for n in sequenced]
-        summary["mean_top_k_distance"] = _nanmean([t for t in topk if t is not None])
+        summary["mean_top_k_distance"] = nanmean([t for t in topk if t is not None])
         families = _family_means(table)
         example = _example(arrays)
 
@@ -359,10 +360,6 @@ def _corruption_keys(arrays: dict[str, np.ndarray]) -> dict[str, list[int]]:
     return {n: sorted(found[n]) for n in list_perturbations() if n in found}
 
 
-def _nanmean(values: Sequence[float | None]) -> float:
-    kept = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(kept)) if kept else float("nan")
-
 
 def _sequence_stats(
     arrays: dict[str, np.ndarray],
@@ -409,8 +406,8 @@ def _family_means(table: dict[str, dict[str, Any]]) -> dict[str, dict[str, float
         if not members:
             continue
         out[family.value] = {
-            "mean_relative_drop": _nanmean([e.get("mean_relative_drop") for e in members]),
-            "mean_flip_probability": _nanmean([e["flip_probability"] for e in members]),
+            "mean_relative_drop": nanmean([e.get("mean_relative_drop") for e in members]),
+            "mean_flip_probability": nanmean([e["flip_probability"] for e in members]),
         }
     return out
 

@@ -35,7 +35,6 @@ arrays, ``BatchContext.params["min_eps"]`` ``[N]`` (optional),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -48,6 +47,7 @@ from workers.analyses.alignment import attack_field, attack_rows, clean_rows
 from workers.analyses.analysis_params import parse_params
 from workers.analyses.attack_keys import AttackInfo, attack_infos
 from workers.analyses.base import Analysis, BatchContext, Figure, Section, SummaryContext
+from workers.analyses.bootstrap import Bootstrap
 from workers.analyses.jsonable import jsonable
 from workers.analyses.plotting import PALETTE, new_figure, render_png
 
@@ -175,7 +175,7 @@ class QuantitativeAnalysis(Analysis):
             if params.bootstrap_seed is not None
             else int(ctx.params.get("seed", 0) or 0)
         )
-        boot = _Bootstrap(params.n_bootstrap, params.confidence, seed)
+        boot = Bootstrap(params.n_bootstrap, params.confidence, seed)
         task, labels_names = ctx.task, list(ctx.labels)
         thresholds = np.asarray(ctx.thresholds, dtype=np.float64) if ctx.thresholds else None
 
@@ -201,12 +201,14 @@ class QuantitativeAnalysis(Analysis):
             "task": task,
             "head": ctx.head,
             "labels": labels_names,
+            "accuracy_definition": M.accuracy_definition(task),
             "thresholds": None if thresholds is None else thresholds.tolist(),
             "bootstrap": {
                 "resamples": params.n_bootstrap,
                 "confidence": params.confidence,
                 "seed": seed,
-                "method": "percentile; paired multinomial resampling of images",
+                "method": "percentile; paired multinomial resampling of images; Wilson "
+                "score interval for a proportion where every image agrees (0 or 1)",
             },
             "clean": clean,
             "attacks": attacks,
@@ -234,7 +236,7 @@ class QuantitativeAnalysis(Analysis):
         task: str,
         label_names: list[str],
         thresholds: np.ndarray | None,
-        boot: _Bootstrap,
+        boot: Bootstrap,
         all_clean: tuple[np.ndarray, dict[str, Any]],
     ) -> dict[str, Any]:
         positions, c_rows, a_rows = attack_rows(arrays, key, "adv_probs")
@@ -264,7 +266,7 @@ class QuantitativeAnalysis(Analysis):
             "clean": clean,
             "adversarial": adversarial,
             "fooling_rate": _mean(flipped),
-            "fooling_rate_ci": boot.interval(M.accuracy_statistic(flipped), n),
+            "fooling_rate_ci": boot.proportion(flipped)[0],
             "attack_success_rate": _mean(~ok_adv[ok_clean]),
             "n_initially_correct": int(ok_clean.sum()),
             "accuracy_drop": _diff(clean["accuracy"], adversarial["accuracy"]),
@@ -287,59 +289,6 @@ class QuantitativeAnalysis(Analysis):
 
 
 # ---------------------------------------------------------------------- metric blocks
-
-
-class _Bootstrap:
-    """Seeded resamples shared by every interval of a section (drawn once when small)."""
-
-    #: Keep the drawn resamples in memory up to this many counts (float32: 4 bytes each).
-    CACHE_ELEMENTS = 32_000_000
-
-    def __init__(self, n_boot: int, confidence: float, seed: int) -> None:
-        self.n_boot = n_boot
-        self.confidence = confidence
-        self.seed = seed
-        self._cache: dict[int, list[np.ndarray]] = {}
-
-    def weights(self, n: int) -> Iterable[np.ndarray]:
-        if n * self.n_boot > self.CACHE_ELEMENTS:
-            return M.bootstrap_weights(n, self.n_boot, self.seed)
-        if n not in self._cache:
-            self._cache[n] = list(M.bootstrap_weights(n, self.n_boot, self.seed))
-        return self._cache[n]
-
-    def interval(self, statistic: M.Statistic, n: int) -> list[float] | None:
-        if self.n_boot == 0 or n == 0:
-            return None
-        lo, hi = M.bootstrap_ci(
-            statistic, n, n_boot=self.n_boot, confidence=self.confidence, seed=self.seed,
-            weights=self.weights(n),
-        )
-        return None if np.isnan(lo) else [lo, hi]
-
-    def auroc_intervals(
-        self, probs: np.ndarray, truth: np.ndarray
-    ) -> tuple[list[list[float] | None], list[float] | None]:
-        """Per-column AUROC intervals and the interval of their mean, from one pass."""
-        k = probs.shape[1]
-        if self.n_boot == 0 or probs.shape[0] == 0:
-            return [None] * k, None
-        per_chunks = []
-        for w in self.weights(probs.shape[0]):
-            per_chunks.append(
-                np.stack([M.weighted_auroc(probs[:, j], truth[:, j], w) for j in range(k)])
-            )
-        per = np.concatenate(per_chunks, axis=1)
-        defined = ~np.isnan(per)
-        count = defined.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, np.where(defined, per, 0.0).sum(axis=0) / count, np.nan)
-        cols: list[list[float] | None] = []
-        for j in range(k):
-            lo, hi = M.percentile_interval(per[j], self.confidence)
-            cols.append(None if np.isnan(lo) else [lo, hi])
-        lo, hi = M.percentile_interval(mean, self.confidence)
-        return cols, (None if np.isnan(lo) else [lo, hi])
 
 
 def _mean(mask: np.ndarray) -> float | None:
@@ -377,7 +326,7 @@ def metric_block(
     task: str,
     label_names: list[str],
     thresholds: np.ndarray | None,
-    boot: _Bootstrap,
+    boot: Bootstrap,
 ) -> dict[str, Any]:
     """The metrics of one set of predictions (clean, or one attack's)."""
     k = probs.shape[1]
@@ -390,10 +339,13 @@ def metric_block(
     aucs = M.per_label_auroc(probs, labels, task)
     auc_cis, mean_auc_ci = boot.auroc_intervals(probs, truth_bin.astype(bool))
     defined = aucs[~np.isnan(aucs)]
+    accuracy_ci, accuracy_method = boot.proportion(ok)
+    loss = M.per_image_loss(probs, labels, task) if n else np.zeros(0)
     block: dict[str, Any] = {
         "n_images": n,
         "accuracy": _mean(ok),
-        "accuracy_ci": boot.interval(M.accuracy_statistic(ok), n),
+        "accuracy_ci": accuracy_ci,
+        "accuracy_ci_method": accuracy_method,
         "balanced_accuracy": _finite(M.balanced_accuracy(pred, labels, task, k)),
         "auroc": dict(zip(label_names, [_finite(a) for a in aucs], strict=True)),
         "auroc_ci": dict(zip(label_names, auc_cis, strict=True)),
@@ -403,6 +355,7 @@ def metric_block(
         "specificity": dict(zip(label_names, [_finite(s) for s in spec], strict=True)),
         "mean_confidence_wrong": _finite(M.mean_confidence_wrong(probs, labels, task,
                                                                  thresholds)),
+        "mean_loss": float(loss.mean()) if n else None,
     }
     if task == "multi-label":
         block["finding_accuracy"] = float((pred_bin == truth_bin).mean()) if n else None
