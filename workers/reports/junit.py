@@ -8,7 +8,8 @@ Two test suites inside ``<testsuites>``:
 - ``robustdx.sanity``: one test case per sanity check; a flagged check is **skipped** with
   its message, not failed: sanity flags warn that the numbers may be unreliable, while only
   the policy decides pass or fail (as the CLI's exit status does). A harness that must
-  gate on reliability adds the policy rule ``"require_reliable": true``, which fails.
+  gate on reliability adds the policy rule ``"require_reliable": true``, which fails. A
+  check with nothing to compare is skipped too, its message starting "not applicable".
 
 The counts of every suite (tests, failures, errors, skipped) are computed from its cases,
 and the document is plain JUnit (the schema Jenkins, GitLab and pytest's junitxml use).
@@ -114,6 +115,9 @@ def render_junit(report: Mapping[str, Any]) -> str:
             case = _case(sanity_suite, str(check.get("name", "check")))
             if check.get("flagged"):
                 ET.SubElement(case, "skipped", {"message": _clean(check.get("message", ""))})
+            elif check.get("status") == "not applicable":
+                ET.SubElement(case, "skipped", {
+                    "message": _clean("not applicable: " + str(check.get("message", "")))})
             else:
                 out = ET.SubElement(case, "system-out")
                 out.text = _clean(check.get("message", ""))
