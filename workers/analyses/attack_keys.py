@@ -215,6 +215,10 @@ def selector_matches(selector: str, info: AttackInfo) -> bool:
 _BUDGET = re.compile(r"^\s*(?:(?P<norm>[A-Za-z0-9]+)\s*:\s*)?eps\s*=\s*(?P<eps>[^,]+?)\s*$")
 
 
+#: Norms a budget selector may name (those of the attack engine's budgets).
+NORMS = ("linf", "l2", "l1")
+
+
 def budget_key(norm: str, eps: float) -> str:
     """The key of a budget: ``budget_key("linf", 4/255) == "linf:eps=4/255"``."""
     return f"{norm.lower()}:eps={format_value(float(eps))}"
@@ -227,11 +231,13 @@ def parse_budget_selector(text: str) -> tuple[str | None, str]:
         ValueError: anything else (the eps must be written, the norm is optional).
     """
     m = _BUDGET.match(text)
-    if m is None or parse_number(m.group("eps")) is None:
+    norm = m.group("norm") if m else None
+    if (m is None or parse_number(m.group("eps")) is None
+            or (norm is not None and norm.lower() not in NORMS)):
         raise ValueError(
-            f"budget {text!r} is not [norm:]eps=value (e.g. 'linf:eps=4/255' or 'eps=4/255')"
+            f"budget {text!r} is not [norm:]eps=value with a norm of {', '.join(NORMS)} "
+            "(e.g. 'linf:eps=4/255' or 'eps=4/255')"
         )
-    norm = m.group("norm")
     return (norm.lower() if norm else None), m.group("eps")
 
 
