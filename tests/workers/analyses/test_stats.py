@@ -38,7 +38,9 @@ def test_wilson_is_valid_at_the_edges() -> None:
 
 def test_proportion_interval_falls_back_only_when_the_bootstrap_degenerates() -> None:
     ci, method = proportion_interval(np.zeros(30, dtype=bool), [0.0, 0.0])
-    assert method == "wilson" and ci is not None and ci[1] > 0.1
+    assert method == "wilson"
+    assert ci is not None
+    assert ci[1] > 0.1
     ci, method = proportion_interval(np.arange(30) < 10, [0.2, 0.5])
     assert (ci, method) == ([0.2, 0.5], "bootstrap")
     assert proportion_interval(np.zeros(30, dtype=bool), None) == (None, None)
