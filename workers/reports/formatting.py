@@ -14,7 +14,6 @@ filter never builds markup.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 DASH = "—"
@@ -26,8 +25,8 @@ def _number(value: Any) -> bool:
 
 def num(value: Any, digits: int = 3) -> str:
     """A value as a table shows it (see the module docstring)."""
-    if value is None or (not _number(value) and not isinstance(value, (str, bool))):
-        return DASH if value is None or not isinstance(value, Mapping) else str(value)
+    if value is None:
+        return DASH
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, int):

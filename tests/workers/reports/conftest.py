@@ -166,3 +166,35 @@ def samples() -> list[dict[str, Any]]:
             "adv_pred": {"label": "normal", "probability": 0.87},
         })
     return out
+
+
+@functools.cache
+def full_audit() -> tuple[dict[str, Any], list[Section]]:
+    """A real multi-label audit with every analysis, many attack settings and metadata:
+    the widest report the tests render (the tiny blob model trains in a few seconds)."""
+    from tests.support.blobs import trained_model
+    from workers.audit import run_audit
+
+    trained = trained_model("multi-label")
+    n = 24
+    meta = [{"PatientSex": "F" if i % 3 else "M", "ViewPosition": "PA" if i % 2 else "AP"}
+            for i in range(n)]
+    attacks = [
+        {"name": "pgd", "params": {"eps": [2 / 255, 4 / 255, 8 / 255], "steps": 5}},
+        {"name": "fgsm", "params": {"eps": 8 / 255}},
+        {"name": "square", "params": {"eps": 8 / 255, "queries": 30}},
+        {"name": "gap", "params": {"eps": 8 / 255, "epochs": 1}},
+        {"name": "deepfool"},
+    ]
+    analyses = [{"name": name} for name in (
+        "quantitative", "clinical", "sanity", "features", "gradcam", "discriminability",
+        "label_correlation", "perturbations")]
+    return run_audit(trained.model, trained.images[:n], trained.labels[:n], attacks,
+                     analyses=analyses, masks=trained.masks[:n], metadata=meta,
+                     policy={"min_robust_accuracy": {"eps=8/255": 0.5},
+                             "require_reliable": True})
+
+
+@pytest.fixture(name="full_audit", scope="session")
+def full_audit_fixture() -> tuple[dict[str, Any], list[Section]]:
+    return full_audit()

@@ -82,7 +82,7 @@ def test_escapes_user_strings(make_report: Callable[..., dict[str, Any]],
     }]
     html = render_html(report, sections, samples)
     assert "<script" not in html.lower()
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert "http://evil" not in [u[2] for u in parse(html).urls]
     assert "script" not in parse(html).tags
 
@@ -123,7 +123,7 @@ def test_figures_in_section_order(report: dict[str, Any], sections: list[Section
 
 def test_unknown_section_rendered_generically(report: dict[str, Any],
                                               sections: list[Section]) -> None:
-    report["sections"]["label_correlation"] = {
+    report["sections"]["custom_analysis"] = {
         "applicable": True,
         "figures": ["corr.png"],
         "mean_abs_change": 0.125,
@@ -134,10 +134,14 @@ def test_unknown_section_rendered_generically(report: dict[str, Any],
     report["sections"]["gradcam"] = {"applicable": False, "figures": [],
                                       "reason": "no convolutional layer"}
     fig = Figure(name="corr", title="Correlation", png=sections[0].figures[0].png)
-    html = render_html(report, [*sections, Section("label_correlation", True, {}, figures=[fig])])
+    html = render_html(report, [*sections, Section("custom_analysis", True, {}, figures=[fig])])
     text = " ".join(parse(html).text)
     for value in ("0.125", "0.500", "0.250", "0.750", "frobenius", "max_change"):
         assert value in text
+    assert "<pre" not in html  # tables, never a JSON dump
+    start = html.index('id="sec-custom-analysis"')
+    assert "<th>pgd:eps=4/255</th>" not in html[start:]  # rows are keyed, not columns
+    assert "<td>pgd:eps=4/255</td>" in html[start:]
     assert "Not applicable: no convolutional layer" in text
     assert 'alt="Correlation"' in html
 
