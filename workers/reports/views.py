@@ -121,10 +121,12 @@ def label_correlation_view(data: Mapping[str, Any], report: Mapping[str, Any]) -
     attacks: Mapping[str, Any] = data.get("attacks") or {}
     for key, block in attacks.items():
         matrices.append((f"under {key}", _get(block, "binary", "matrix")))
+    # Pairs that did not move are not news: the table lists the moved ones only.
     pairs = [
         {"attack": key, **pair}
         for key, block in attacks.items()
         for pair in (block.get("moved_pairs") or [])
+        if abs(float(pair.get("change") or 0.0)) >= 0.005
     ]
     pairs.sort(key=lambda p: (-abs(float(p.get("change") or 0.0)), p["attack"],
                               list(p.get("findings") or [])))
@@ -136,15 +138,12 @@ def label_correlation_view(data: Mapping[str, Any], report: Mapping[str, Any]) -
 
 
 def features_view(data: Mapping[str, Any], report: Mapping[str, Any]) -> View:
+    """One row per attack (keys are long), one column per layer (names are short)."""
     layers = list(data.get("layers") or [])
     attacks: Mapping[str, Any] = data.get("attacks") or {}
-    rows = [
-        {"layer": layer,
-         "values": [(_get(block, "mean") or [None] * len(layers))[i] for block in
-                    attacks.values()]}
-        for i, layer in enumerate(layers)
-    ]
-    return {"attacks": list(attacks), "rows": rows}
+    rows = [{"attack": key, "values": list(_get(block, "mean") or [None] * len(layers))}
+            for key, block in attacks.items()]
+    return {"layers": layers, "rows": rows}
 
 
 def subgroups_view(data: Mapping[str, Any], report: Mapping[str, Any]) -> View:
@@ -165,7 +164,7 @@ def perturbations_view(data: Mapping[str, Any], report: Mapping[str, Any]) -> Vi
                      "flip": entry.get("flip_probability"),
                      "ce": entry.get("corruption_error")})
     return {"severities": severities, "rows": rows, "metric": metric,
-            "severity_labels": [f"{metric} at severity {s}" for s in severities]}
+            "severity_labels": [f"severity {s}" for s in severities]}
 
 
 VIEWS: dict[str, Callable[[Mapping[str, Any], Mapping[str, Any]], View]] = {
