@@ -29,6 +29,7 @@ from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
 from workers.analyses.attack_keys import format_value
 from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext, merge_arrays
+from workers.analyses.tensors import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -260,12 +261,12 @@ class AuditEngine:
         with torch.inference_mode():
             out = {
                 f"{GRID_PREFIX}index": idx[keep],
-                f"{GRID_PREFIX}clean": _to_uint8(x[sel]),
+                f"{GRID_PREFIX}clean": to_uint8(x[sel]),
                 f"{GRID_PREFIX}clean_probs": self.model.probabilities(x[sel]).float().cpu().numpy(),
                 f"{GRID_PREFIX}labels": y[sel].cpu().numpy(),
             }
             for key, adv in adversarial.items():
-                out[f"{GRID_PREFIX}adv/{key}"] = _to_uint8(adv[sel])
+                out[f"{GRID_PREFIX}adv/{key}"] = to_uint8(adv[sel])
                 out[f"{GRID_PREFIX}adv_probs/{key}"] = (
                     self.model.probabilities(adv[sel]).float().cpu().numpy()
                 )
@@ -338,10 +339,6 @@ class AuditEngine:
         boot = Bootstrap(parsed.n_bootstrap, parsed.confidence, seed)
         return [summarize_worst_case(own, ctx, boot),
                 summarize_subgroups(own, ctx, boot, metadata)]
-
-
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def _sync(device: torch.device) -> None:
