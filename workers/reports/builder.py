@@ -142,6 +142,28 @@ def _artifacts(sections: Sequence[Section], extra: Iterable[str]) -> list[str]:
     return names
 
 
+def _summary(section_json: Mapping[str, Any], attacks: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary before the policy is judged (verdict and messages are filled later)."""
+    quantitative = section_json.get("quantitative") or {}
+    clean = quantitative.get("clean") or {}
+    sanity = section_json.get("sanity")
+    reliable = bool(sanity.get("reliable")) if sanity and sanity.get("applicable") else None
+    headline = _headline(attacks)
+    return {
+        "verdict": "no policy",
+        "reliable": reliable,
+        "n_images": quantitative.get("n_images"),
+        "clean_accuracy": clean.get("accuracy"),
+        "clean_mean_auroc": clean.get("mean_auroc"),
+        "accuracy_definition": quantitative.get("accuracy_definition"),
+        "worst_attack": strongest_attack(headline),
+        "worst_attack_order": STRONGEST_ORDER,
+        "headline": headline,
+        "worst_case": _worst_case_summary(section_json.get("worst_case")),
+        "messages": [],
+    }
+
+
 def build_report(
     job_meta: Mapping[str, Any],
     provenance: Mapping[str, Any],
@@ -175,26 +197,10 @@ def build_report(
     quantitative = section_json.get("quantitative")
     attacks = _attacks(attacks_meta, quantitative if quantitative and
                        quantitative.get("applicable") else None)
-    clean = (quantitative or {}).get("clean") or {}
-    sanity = section_json.get("sanity")
-    reliable = (
-        bool(sanity.get("reliable")) if sanity and sanity.get("applicable") else None
-    )
-    headline = _headline(attacks)
-    summary: dict[str, Any] = {
-        "verdict": "no policy",
-        "reliable": reliable,
-        "n_images": (quantitative or {}).get("n_images"),
-        "clean_accuracy": clean.get("accuracy"),
-        "clean_mean_auroc": clean.get("mean_auroc"),
-        "accuracy_definition": (quantitative or {}).get("accuracy_definition"),
-        "worst_attack": strongest_attack(headline),
-        "worst_attack_order": STRONGEST_ORDER,
-        "headline": headline,
-        "worst_case": _worst_case_summary(section_json.get("worst_case")),
-        "messages": [],
-    }
+    summary = _summary(section_json, attacks)
     section_json[EVIDENCE] = evidence_map(section_json, attacks_meta_json(attacks))
+    sanity = section_json.get("sanity")
+    reliable = summary["reliable"]
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "job": dict(jsonable(job_meta)),
@@ -215,6 +221,8 @@ def build_report(
     messages: list[str] = [r.message for r in results if not r.passed]
     if reliable is False and sanity is not None:
         messages.extend(sanity.get("flags") or [])
+    subgroups = section_json.get("subgroups") or {}
+    messages.extend(subgroups.get("flags") or [])
     summary["messages"] = messages
     if reliable is False:
         summary["verdict_detail"] = (
