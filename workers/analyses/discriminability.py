@@ -56,9 +56,9 @@ from workers.analyses.feature_arrays import (
     unique_rows,
 )
 from workers.analyses.jsonable import jsonable
+from workers.analyses.layer_taps import LayerReader
 from workers.analyses.layers import (
     LayerAccessError,
-    LayerReader,
     TapPoint,
     module_tree,
     penultimate_point,

@@ -77,9 +77,9 @@ from workers.analyses.gradcam_maps import (
     top_region,
 )
 from workers.analyses.jsonable import jsonable
+from workers.analyses.layer_taps import LayerReader
 from workers.analyses.layers import (
     LayerAccessError,
-    LayerReader,
     TapPoint,
     cam_candidates,
     module_tree,

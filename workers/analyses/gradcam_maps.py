@@ -15,7 +15,8 @@ import torch.nn.functional as nnf
 from torch import Tensor
 
 from models.card import Head
-from workers.analyses.layers import LayerAccessError, LayerReader, join_parts
+from workers.analyses.layer_taps import LayerReader, join_parts
+from workers.analyses.layers import LayerAccessError
 
 
 def target_scores(logits: Tensor, targets: Tensor, head: Head) -> Tensor:
