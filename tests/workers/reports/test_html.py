@@ -196,3 +196,32 @@ def test_sections_missing_from_the_json_are_rendered(report: dict[str, Any],
     assert "&lt;hardened&gt;" in html
     assert 'id="sec-training"' in html
     assert "0.312" in text
+
+
+def test_checks_with_nothing_to_judge_say_not_applicable(report: dict[str, Any],
+                                                        sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    start = html.index('id="sec-sanity"')
+    sanity = html[start:html.index("</section>", start)]
+    # The hand-made arrays have no gradient probe: the check is not applicable, not "ok".
+    row = sanity[sanity.index("loss_vs_steps"):]
+    row = row[:row.index("</tr>")]
+    assert '<td class="na">not applicable</td>' in row
+    assert ">ok<" not in row
+
+
+def test_clinical_denominators_are_explained(report: dict[str, Any],
+                                             sections: list[Section]) -> None:
+    text = " ".join(parse(render_html(report, sections)).text)
+    assert "At risk for a missed disease: the diseased images called diseased" in text
+    assert "(100)" in text
+
+
+def test_worst_case_and_subgroups_are_shown(report: dict[str, Any],
+                                            sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    text = " ".join(parse(html).text)
+    assert "Worst case per budget" in text
+    assert "linf:eps=8/255" in text
+    assert "Groups significantly below the rest:" in text
+    assert "PatientSex = F: linf:eps=4/255 accuracy 0.400 vs 1.000" in text
