@@ -146,3 +146,11 @@ def test_nothing_is_wider_than_a_1280_px_window(full_audit: Audit,
     assert 1200 <= result["width"] <= 1280
     assert result["offenders"] == []
     assert result["scrollWidth"] <= result["width"]
+
+
+def test_every_designed_section_has_a_template() -> None:
+    from importlib import resources
+
+    folder = resources.files("workers.reports").joinpath("templates/sections")
+    shipped = {p.name for p in folder.iterdir()}
+    assert {f"{name}.html.j2" for name in DESIGNED} <= shipped
