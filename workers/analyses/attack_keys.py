@@ -19,6 +19,12 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
 
+#: Attacks by the access they need (registry names): gradient attacks with the model in
+#: hand, score-based queries only, and universal perturbations fitted once for every image.
+WHITE_BOX_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack", "cw_l2", "deepfool", "min_eps")
+BLACK_BOX_ATTACKS = ("square",)
+UNIVERSAL_ATTACKS = ("gap", "uap")
+
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _FRACTION = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
 

@@ -60,15 +60,19 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from models import heads
 from workers.analyses.alignment import attack_field, attack_rows, clean_rows
 from workers.analyses.analysis_params import parse_params
-from workers.analyses.attack_keys import AttackInfo, attack_infos, values_match
+from workers.analyses.attack_keys import (
+    BLACK_BOX_ATTACKS,
+    WHITE_BOX_ATTACKS,
+    AttackInfo,
+    attack_infos,
+    values_match,
+)
 from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext
 from workers.analyses.jsonable import jsonable
 
 UNRELIABLE = "results may be unreliable"
 
-DEFAULT_WHITE_BOX = (
-    "fgsm", "bim", "pgd", "apgd", "autoattack", "cw_l2", "deepfool", "min_eps",
-)
+DEFAULT_WHITE_BOX = WHITE_BOX_ATTACKS
 
 
 class SanityParams(BaseModel):
@@ -86,7 +90,7 @@ class SanityParams(BaseModel):
     probe_steps: int = 5
     probe_eps: float = 8 / 255
     max_stalled_fraction: float = 0.5
-    black_box_attacks: tuple[str, ...] = ("square",)
+    black_box_attacks: tuple[str, ...] = BLACK_BOX_ATTACKS
     white_box_attacks: tuple[str, ...] = DEFAULT_WHITE_BOX
 
     @field_validator("probe_steps")

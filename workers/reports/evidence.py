@@ -26,7 +26,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from workers.analyses.attack_keys import attack_infos
+from workers.analyses.attack_keys import (
+    BLACK_BOX_ATTACKS,
+    UNIVERSAL_ATTACKS,
+    WHITE_BOX_ATTACKS,
+    attack_infos,
+)
 
 NAME = "evidence_map"
 STATEMENT = (
@@ -54,11 +59,9 @@ REFERENCES: list[dict[str, str]] = [
 
 #: Attack name -> evasion threat it tests.
 ATTACK_THREATS: dict[str, str] = {
-    **{name: "evasion_white_box" for name in (
-        "fgsm", "bim", "pgd", "apgd", "autoattack", "cw_l2", "deepfool", "min_eps")},
-    "square": "evasion_black_box",
-    "gap": "evasion_universal",
-    "uap": "evasion_universal",
+    **{name: "evasion_white_box" for name in WHITE_BOX_ATTACKS},
+    **{name: "evasion_black_box" for name in BLACK_BOX_ATTACKS},
+    **{name: "evasion_universal" for name in UNIVERSAL_ATTACKS},
 }
 
 _EVASION = ["eu-ai-act-art15", "fda-aidsf-2025", "aami-tir34971"]
@@ -66,12 +69,13 @@ _EVASION = ["eu-ai-act-art15", "fda-aidsf-2025", "aami-tir34971"]
 THREATS: dict[str, tuple[str, list[str], str]] = {
     "evasion_white_box": (
         "Evasion, white-box (gradient attacks with full access to the model)", _EVASION,
-        "attacks fgsm, bim, pgd, apgd, autoattack, cw_l2, deepfool"),
+        "attacks " + ", ".join(WHITE_BOX_ATTACKS)),
     "evasion_black_box": (
-        "Evasion, black-box (score-based queries only)", _EVASION, "attack square"),
+        "Evasion, black-box (score-based queries only)", _EVASION,
+        "attacks " + ", ".join(BLACK_BOX_ATTACKS)),
     "evasion_universal": (
         "Evasion, universal (one perturbation for every image)", _EVASION,
-        "attacks gap, uap"),
+        "attacks " + ", ".join(UNIVERSAL_ATTACKS)),
     "evaluation_reliability": (
         "Reliability of the evaluation (gradient masking, randomized outputs)", _EVASION,
         "analysis sanity"),

@@ -130,3 +130,10 @@ def test_evidence_map_states_coverage(report: dict[str, Any]) -> None:
     for cited in ("Article 15", "January 2025", "TIR34971"):
         assert cited in refs
     assert "not a claim of compliance" in evidence["statement"]
+
+
+def test_every_registered_attack_has_a_threat() -> None:
+    from workers.attacks import list_attacks
+    from workers.reports.evidence import ATTACK_THREATS
+
+    assert sorted(list_attacks()) == sorted(ATTACK_THREATS)
