@@ -64,7 +64,9 @@ def _reliable(value: Any) -> str:
 
 
 def _result_name(result: Mapping[str, Any]) -> str:
-    where = result.get("attack") or (
+    """``min_accuracy[pgd:eps=4/255]``, ``min_robust_accuracy[linf:eps=4/255]``: the same
+    names as :attr:`workers.reports.policy.RuleResult.name`."""
+    where = result.get("attack") or result.get("budget") or (
         result.get("target") if result.get("target") not in (None, "*") else None
     )
     return f"{result['rule']}[{where}]" if where else str(result["rule"])
@@ -100,7 +102,8 @@ def render_junit(report: Mapping[str, Any]) -> str:
             )
             failure.text = _clean(
                 f"rule: {result['rule']}\ntarget: {result.get('target')}\n"
-                f"attack: {result.get('attack')}\nthreshold: {result.get('threshold')}\n"
+                f"attack: {result.get('attack')}\nbudget: {result.get('budget')}\n"
+                f"threshold: {result.get('threshold')}\n"
                 f"observed: {result.get('observed')}"
             )
         else:

@@ -96,3 +96,12 @@ def test_hostile_strings_stay_well_formed(make_report: Callable[..., dict[str, A
     root = parse(render_junit(report))
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["model"] == '<model & "x"> bell'
+
+
+def test_budget_rules_are_named_by_budget(make_report: Callable[..., dict[str, Any]]) -> None:
+    root = parse(render_junit(make_report({"min_robust_accuracy": 0.5})))
+    policy = suite(root, "robustdx.policy")
+    names = [c.get("name") for c in policy.findall("testcase")]
+    assert names == ["min_robust_accuracy[linf:eps=4/255]", "min_robust_accuracy[linf:eps=8/255]"]
+    failed = [c.get("name") for c in policy.findall("testcase") if c.find("failure") is not None]
+    assert failed == ["min_robust_accuracy[linf:eps=8/255]"]
