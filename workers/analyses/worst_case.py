@@ -110,7 +110,8 @@ def union_of(
     keys = [k for k in keys if attack_field("adv_probs", k) in arrays]
     if not keys or "clean_probs" not in arrays:
         return None
-    positions, rows = clean_rows(arrays, "clean_probs")
+    all_positions, rows = clean_rows(arrays, "clean_probs")
+    positions = all_positions
     by_key = {}
     for key in keys:
         pos, _, a_rows = attack_rows(arrays, key, "adv_probs")
@@ -118,9 +119,8 @@ def union_of(
         positions = positions[np.isin(positions, pos)]
     if positions.size == 0:
         return None
-    clean_at = dict(zip(clean_rows(arrays, "clean_probs")[0].tolist(), rows.tolist(),
-                        strict=True))
-    c_rows = np.array([clean_at[p] for p in positions.tolist()], dtype=np.int64)
+    # Only the images every attack of the budget covers (a partial audit covers fewer).
+    c_rows = rows[np.searchsorted(all_positions, positions)]
     labels = arrays["labels"][c_rows]
     probs = [arrays["clean_probs"][c_rows].astype(np.float64)]
     for key in keys:

@@ -138,3 +138,14 @@ def test_not_applicable_without_budgets() -> None:
     sec = summarize_worst_case(data, ctx(["deepfool"]), Bootstrap(0, 0.95, 0))
     assert sec.applicable is False
     assert "no attack setting of the audit has a budget" in (sec.reason or "")
+
+
+def test_union_covers_only_the_images_every_attack_ran_on() -> None:
+    data = arrays({A: [0, 1, 2], B: [2, 3, 4]})
+    # B ran on the first half of the dataset only (a partial audit).
+    data[attack_field("adv_index", B)] = data[attack_field("adv_index", B)][:5]
+    data[attack_field("adv_probs", B)] = data[attack_field("adv_probs", B)][:5]
+    sec = summarize_worst_case(data, ctx([A, B]), Bootstrap(0, 0.95, 0))
+    block = sec.data["budgets"]["linf:eps=8/255"]
+    assert block["n_images"] == 5
+    assert block["robust_accuracy"] == 0.0  # images 0-4: each broken by A or B
