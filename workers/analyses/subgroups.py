@@ -17,8 +17,8 @@ value of it (a group), this section reports:
 
 Intervals are percentile bootstraps, Wilson where every image of the group agrees.
 Attributes that would single out patients are left out: identifier-like names (``id``,
-``uid``, ``name``, ``birth``, ``date``) and attributes with more distinct values than
-``MAX_GROUPS`` or than half the images.
+``uid``, ``name``, ``birth``, ``date``, ``accession``, ``mrn``, ...) and attributes with
+more distinct values than ``MAX_GROUPS`` or than half the images.
 
 Metadata arrives as one ``{attribute: value}`` dict per dataset image, in dataset order; an
 empty value is "missing" and the image is left out of that attribute's groups.
@@ -47,15 +47,19 @@ ALPHA = 0.05
 MIN_GROUP_SIZE = 10
 MAX_GROUPS = 20
 CLEAN = "clean"
-_IDENTIFYING = re.compile(r"(^|_)(id|uid|name|birth|date)($|_)|(id|uid|name|date)$",
-                          re.IGNORECASE)
+_IDENTIFYING = re.compile(
+    r"(^|_)(id|uid|name|birth|date|accession|mrn|ssn|address|phone|email)($|_)"
+    r"|(id|uid|name|date)$",
+    re.IGNORECASE,
+)
 TEST = (
     "one-sided Fisher exact test of the group's accuracy against the rest of the images "
     "with a value of the attribute; Holm correction over every test of the section"
 )
 
 
-def _identifying(attribute: str) -> bool:
+def is_identifying(attribute: str) -> bool:
+    """Whether an attribute name looks like a patient or study identifier."""
     snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", attribute)
     return bool(_IDENTIFYING.search(snake))
 
@@ -73,7 +77,7 @@ def attribute_values(
     for name in names:
         values = np.array([str(row.get(name, "") or "").strip() for row in rows], dtype=object)
         distinct = {v for v in values if v}
-        if _identifying(name):
+        if is_identifying(name):
             skipped[name] = "may identify patients"
         elif len(distinct) > limit:
             skipped[name] = f"{len(distinct)} distinct values, more than {limit}"

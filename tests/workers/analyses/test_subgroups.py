@@ -78,6 +78,18 @@ def test_small_groups_and_missing_values() -> None:
     assert "p_adjusted" not in view["groups"]["PA"]["metrics"][BUDGET]  # not tested
 
 
+@pytest.mark.parametrize(("name", "identifying"), [
+    ("PatientID", True), ("PatientName", True), ("StudyDate", True),
+    ("AccessionNumber", True), ("patient_mrn", True), ("StudyInstanceUID", True),
+    ("PatientSex", False), ("PatientAge", False), ("ViewPosition", False),
+    ("Manufacturer", False), ("BodyPartExamined", False),
+])
+def test_identifier_names(name: str, identifying: bool) -> None:
+    from workers.analyses.subgroups import is_identifying
+
+    assert is_identifying(name) is identifying
+
+
 def test_identifying_attributes_are_left_out() -> None:
     sec = summarize_subgroups(arrays(), ctx(), Bootstrap(0, 0.95, 0), metadata())
     assert set(sec.data["attributes"]) == {"PatientSex", "view"}
