@@ -225,3 +225,17 @@ def test_worst_case_and_subgroups_are_shown(report: dict[str, Any],
     assert "linf:eps=8/255" in text
     assert "Groups significantly below the rest:" in text
     assert "PatientSex = F: linf:eps=4/255 accuracy 0.400 vs 1.000" in text
+
+
+def test_defense_sections(report: dict[str, Any], sections: list[Section]) -> None:
+    comparison = Section("defense_comparison", True, {"rows": [
+        {"attack": "pgd:eps=4/255", "clean_before": 0.9, "robust_before": 0.1,
+         "clean_after": 0.85, "robust_after": 0.55, "robust_gain": 0.45}]})
+    training = Section("training", True, {"epochs": [{"epoch": 1, "loss": 0.6931471805599453}]})
+    html = render_html(report, [*sections, comparison, training])
+    text = " ".join(parse(html).text)
+    assert "Before and after the defense" in text
+    start = html.index('id="sec-defense-comparison"')
+    assert '<td class="num ok">0.450</td>' in html[start:]
+    assert "0.693" in text
+    assert "0.6931471805599453" not in text
