@@ -239,3 +239,17 @@ def test_defense_sections(report: dict[str, Any], sections: list[Section]) -> No
     assert '<td class="num ok">0.450</td>' in html[start:]
     assert "0.693" in text
     assert "0.6931471805599453" not in text
+
+
+def test_metadata_values_are_escaped(make_report: Callable[..., dict[str, Any]],
+                                     make_sections: Callable[..., list[Section]]) -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    meta = [{"Manufacturer": hostile if i % 2 else "Acme", "site<b>": "a" if i < 50 else "b"}
+            for i in range(100)]
+    sections = make_sections(meta=meta)
+    html = render_html(make_report(sections=sections), sections)
+    doc = parse(html)
+    assert "onerror" not in " ".join(u[2] for u in doc.urls)
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    assert "site&lt;b&gt;" in html
