@@ -10,8 +10,10 @@ Checks (each one ``flagged`` or not; any flag sets ``reliable: false``):
 
 - ``accuracy_vs_eps``: for each group of settings that differ only in eps, the accuracy at a
   larger eps exceeds the accuracy at a smaller one (clean accuracy counts as eps 0) by more
-  than ``accuracy_tolerance``; or the accuracy does not fall at all up to an eps of at least
-  ``min_effective_eps`` (white-box attacks only, when the clean accuracy is above 0).
+  than ``accuracy_tolerance``; or no white-box attack lowers the accuracy at all up to an
+  eps of at least ``min_effective_eps`` (when the clean accuracy is above 0). A single weak
+  attack (FGSM) beside a white-box attack that works is listed as ``ineffective``, not
+  flagged.
 - ``black_box_beats_white_box``: a black-box attack (``black_box_attacks``, by default
   ``square``) reaches a lower accuracy than every white-box attack at the same eps: the
   gradients the white-box attacks follow are probably misleading.
@@ -263,41 +265,54 @@ def check_accuracy_vs_eps(
         if info.eps is not None:
             groups.setdefault(info.group, []).append((info.eps, acc))
     problems: list[str] = []
+    ineffective: list[str] = []
+    effective = False  # some white-box setting at a large budget lowered the accuracy
     curves: dict[str, list[list[float]]] = {}
     for group, points in sorted(groups.items()):
         points = [(0.0, clean_acc), *sorted(points)]
         curves[group] = [[e, a] for e, a in points]
-        best_eps, best_acc = points[0]  # lowest accuracy seen at a smaller eps
-        for eps, acc in points[1:]:
-            if acc > best_acc + params.accuracy_tolerance:
-                problems.append(
-                    f"{group}: accuracy rises from {best_acc:.3f} at eps {_eps_text(best_eps)} "
-                    f"to {acc:.3f} at eps {_eps_text(eps)}"
-                )
-            if acc < best_acc:
-                best_eps, best_acc = eps, acc
+        problems.extend(_rises(group, points, params.accuracy_tolerance))
         name = infos[next(k for k in accuracy if infos[k].group == group)].name
         top_eps, top_acc = points[-1]
-        if (
-            name in params.white_box_attacks
-            and clean_acc > 0
-            and top_eps >= params.min_effective_eps - 1e-12
-            and top_acc >= clean_acc
-        ):
-            problems.append(
-                f"{group}: accuracy does not fall from clean ({clean_acc:.3f}) up to eps "
-                f"{_eps_text(top_eps)} ({top_acc:.3f})"
-            )
+        if name in params.white_box_attacks and top_eps >= params.min_effective_eps - 1e-12:
+            if top_acc < clean_acc:
+                effective = True
+            elif clean_acc > 0:
+                ineffective.append(
+                    f"{group}: accuracy does not fall from clean ({clean_acc:.3f}) up to eps "
+                    f"{_eps_text(top_eps)} ({top_acc:.3f})"
+                )
+    # One weak attack (FGSM) beside a white-box attack that works is not masking; every
+    # white-box attack failing at a large budget is its signature.
+    if not effective:
+        problems.extend(ineffective)
     message = (
         "accuracy does not fall as eps grows (" + "; ".join(problems) + "): the attack may be "
         f"failing (gradient masking, too few steps); {UNRELIABLE}"
         if problems
         else "accuracy falls as eps grows for every attack"
+        + (" with effect (" + "; ".join(ineffective) + ", while another white-box attack "
+           "lowers it: a weak attack, not a sign of masking)" if ineffective else "")
     )
     if not curves:
         message = "no attack with an eps to compare across budgets"
     return _check("accuracy_vs_eps", bool(problems), message, applicable=bool(curves),
-                  curves=curves, problems=problems)
+                  curves=curves, problems=problems, ineffective=ineffective)
+
+
+def _rises(group: str, points: list[tuple[float, float]], tolerance: float) -> list[str]:
+    """Where the accuracy at a larger eps exceeds the lowest one at a smaller eps."""
+    problems = []
+    best_eps, best_acc = points[0]  # lowest accuracy seen at a smaller eps
+    for eps, acc in points[1:]:
+        if acc > best_acc + tolerance:
+            problems.append(
+                f"{group}: accuracy rises from {best_acc:.3f} at eps {_eps_text(best_eps)} "
+                f"to {acc:.3f} at eps {_eps_text(eps)}"
+            )
+        if acc < best_acc:
+            best_eps, best_acc = eps, acc
+    return problems
 
 
 def check_black_box(
