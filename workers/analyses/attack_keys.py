@@ -16,7 +16,14 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
+
+#: Attacks by the access they need (registry names): gradient attacks with the model in
+#: hand, score-based queries only, and universal perturbations fitted once for every image.
+WHITE_BOX_ATTACKS = ("fgsm", "bim", "pgd", "apgd", "autoattack", "cw_l2", "deepfool", "min_eps")
+BLACK_BOX_ATTACKS = ("square",)
+UNIVERSAL_ATTACKS = ("gap", "uap")
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 _FRACTION = re.compile(r"^\s*([+-]?\d+(?:\.\d*)?)\s*/\s*(\d+(?:\.\d*)?)\s*$")
@@ -40,6 +47,17 @@ class AttackInfo:
     params: dict[str, Any] = field(default_factory=dict)
 
     @property
+    def norm(self) -> str:
+        """The budget's norm: the setting's ``norm`` parameter, L-infinity by default."""
+        return str(self.params.get("norm", "linf")).lower()
+
+    @property
+    def budget(self) -> str | None:
+        """``"linf:eps=4/255"``: the threat model of the setting; ``None`` without a budget
+        (minimum-norm attacks such as DeepFool and C&W)."""
+        return None if self.eps is None else budget_key(self.norm, self.eps)
+
+    @property
     def group(self) -> str:
         """The setting without its budget: settings of one group differ only in ``eps``.
 
@@ -50,6 +68,16 @@ class AttackInfo:
         if not rest:
             return self.name
         return self.name + ":" + ",".join(f"{k}={_fmt(v)}" for k, v in sorted(rest.items()))
+
+
+def format_value(value: Any) -> str:
+    """``4/255`` for multiples of 1/255, ``%g`` for other floats (how keys spell numbers)."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    frac = Fraction(value).limit_denominator(255)
+    if frac.denominator in (1, 255) and abs(float(frac) - value) < 1e-9 and value != 0:
+        return f"{frac.numerator * (255 // frac.denominator)}/255"
+    return f"{value:g}"
 
 
 def _fmt(value: Any) -> str:
@@ -186,3 +214,43 @@ def selector_matches(selector: str, info: AttackInfo) -> bool:
         elif pname not in info.params or not values_match(written, info.params[pname]):
             return False
     return True
+
+
+# ---------------------------------------------------------------------- budgets
+
+_BUDGET = re.compile(r"^\s*(?:(?P<norm>[A-Za-z0-9]+)\s*:\s*)?eps\s*=\s*(?P<eps>[^,]+?)\s*$")
+
+
+#: Norms a budget selector may name (those of the attack engine's budgets).
+NORMS = ("linf", "l2", "l1")
+
+
+def budget_key(norm: str, eps: float) -> str:
+    """The key of a budget: ``budget_key("linf", 4/255) == "linf:eps=4/255"``."""
+    return f"{norm.lower()}:eps={format_value(float(eps))}"
+
+
+def parse_budget_selector(text: str) -> tuple[str | None, str]:
+    """``"linf:eps=4/255"`` -> ``("linf", "4/255")``; ``"eps=0.0157"`` -> ``(None, "0.0157")``.
+
+    Raises:
+        ValueError: anything else (the eps must be written, the norm is optional).
+    """
+    m = _BUDGET.match(text)
+    norm = m.group("norm") if m else None
+    if (m is None or parse_number(m.group("eps")) is None
+            or (norm is not None and norm.lower() not in NORMS)):
+        raise ValueError(
+            f"budget {text!r} is not [norm:]eps=value with a norm of {', '.join(NORMS)} "
+            "(e.g. 'linf:eps=4/255' or 'eps=4/255')"
+        )
+    return (norm.lower() if norm else None), m.group("eps")
+
+
+def budget_matches(selector: str, norm: str, eps: float) -> bool:
+    """Whether a budget selector (see :func:`parse_budget_selector`) denotes ``(norm, eps)``;
+    a selector without a norm matches every norm."""
+    want_norm, want_eps = parse_budget_selector(selector)
+    if want_norm is not None and want_norm != norm.lower():
+        return False
+    return number_matches(want_eps, eps)

@@ -56,9 +56,9 @@ from workers.analyses.feature_arrays import (
     unique_rows,
 )
 from workers.analyses.jsonable import jsonable
+from workers.analyses.layer_taps import LayerReader
 from workers.analyses.layers import (
     LayerAccessError,
-    LayerReader,
     TapPoint,
     module_tree,
     penultimate_point,
@@ -208,24 +208,8 @@ class DiscriminabilityAnalysis(Analysis):
         rng = np.random.default_rng(seed)
         sample = _stratified(groups, params.max_points, rng)
         separable = _separable(groups)
-        clean_block: dict[str, Any] = {
-            "silhouette": _silhouette(clean[sample], groups[sample]) if separable else None,
-        }
-        attacks: dict[str, Any] = {}
-        for key, feats in adversarial.items():
-            ok = ~np.isnan(feats[sample, 0])
-            attacks[key] = {
-                "n_images": int(np.count_nonzero(~np.isnan(feats[:, 0]))),
-                "silhouette": (
-                    _silhouette(feats[sample][ok], groups[sample][ok]) if separable else None
-                ),
-            }
-        probe = _probe(clean, adversarial, groups, params.probe_test_fraction, rng) \
-            if separable else None
-        if probe is not None:
-            clean_block["probe_accuracy"] = probe["clean"]
-            for key in attacks:
-                attacks[key]["probe_accuracy"] = probe["attacks"].get(key)
+        clean_block, attacks, probe = _separation(clean, adversarial, groups, sample,
+                                                  separable, params.probe_test_fraction, rng)
 
         n_points = sample.size * (1 + len(adversarial))
         method = params.method
@@ -266,6 +250,32 @@ class DiscriminabilityAnalysis(Analysis):
         figure = embedding_figure(coords, groups[sample], group_names,
                                   ["clean", *adversarial], data, method)
         return Section(self.name, applicable=True, data=jsonable(data), figures=[figure])
+
+
+def _separation(
+    clean: np.ndarray, adversarial: dict[str, np.ndarray], groups: np.ndarray,
+    sample: np.ndarray, separable: bool, test_fraction: float, rng: np.random.Generator,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """Silhouettes of the sampled points and the linear probe's accuracies, clean and per
+    attack (``None`` where fewer than two groups can be compared)."""
+    clean_block: dict[str, Any] = {
+        "silhouette": _silhouette(clean[sample], groups[sample]) if separable else None,
+    }
+    attacks: dict[str, Any] = {}
+    for key, feats in adversarial.items():
+        ok = ~np.isnan(feats[sample, 0])
+        attacks[key] = {
+            "n_images": int(np.count_nonzero(~np.isnan(feats[:, 0]))),
+            "silhouette": (
+                _silhouette(feats[sample][ok], groups[sample][ok]) if separable else None
+            ),
+        }
+    probe = _probe(clean, adversarial, groups, test_fraction, rng) if separable else None
+    if probe is not None:
+        clean_block["probe_accuracy"] = probe["clean"]
+        for key in attacks:
+            attacks[key]["probe_accuracy"] = probe["attacks"].get(key)
+    return clean_block, attacks, probe
 
 
 # --------------------------------------------------------------------------- numbers

@@ -49,7 +49,8 @@ from workers.analyses.feature_arrays import (
     unique_rows,
 )
 from workers.analyses.jsonable import jsonable
-from workers.analyses.layers import LayerAccessError, LayerReader, TapPoint, find_blocks
+from workers.analyses.layer_taps import LayerReader
+from workers.analyses.layers import LayerAccessError, TapPoint, find_blocks
 from workers.analyses.plotting import PALETTE, new_figure, render_png
 
 MAX_LAYERS = 64

@@ -46,12 +46,10 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from collections.abc import Callable
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor
 
@@ -61,7 +59,7 @@ from models.heads import predict
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
 from workers.analyses.analysis_params import parse_params
-from workers.analyses.base import Analysis, BatchContext, Figure, Section, SummaryContext
+from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext
 from workers.analyses.feature_arrays import (
     not_applicable_arrays,
     not_applicable_reason,
@@ -69,17 +67,29 @@ from workers.analyses.feature_arrays import (
     text_array,
     unique_rows,
 )
+from workers.analyses.gradcam_figures import gallery_figure
+from workers.analyses.gradcam_maps import (
+    centre_of_mass,
+    grad_cam,
+    iou,
+    mass_inside,
+    target_scores,
+    top_region,
+)
 from workers.analyses.jsonable import jsonable
+from workers.analyses.layer_taps import LayerReader
 from workers.analyses.layers import (
     LayerAccessError,
-    LayerReader,
     TapPoint,
     cam_candidates,
-    join_parts,
     module_tree,
     validate_layers,
 )
-from workers.analyses.plotting import new_grid, render_png
+from workers.analyses.stats import nanmean
+
+__all__ = ["GradCAMAnalysis", "GradCAMParams", "centre_of_mass", "choose_layer", "grad_cam",
+           "iou", "mass_inside", "target_scores", "top_region"]
+from workers.analyses.tensors import thumbnail, to_uint8
 from workers.params import in_range
 
 Target = Literal["predicted", "clean-prediction", "label"]
@@ -118,115 +128,8 @@ class GradCAMParams(BaseModel):
         return v
 
 
-# --------------------------------------------------------------------------- maps
-
-
-def target_scores(logits: Tensor, targets: Tensor, head: Head) -> Tensor:
-    """``[N]`` the score each map explains: the class or finding logit (binary-logit: the
-    logit for class 1, its negation for class 0)."""
-    if head == Head.BINARY_LOGIT:
-        z = logits.reshape(logits.shape[0])
-        return torch.where(targets == 1, z, -z)
-    return logits.gather(1, targets.long().view(-1, 1)).squeeze(1)
-
-
-def grad_cam(
-    reader: LayerReader,
-    x: Tensor,
-    choose: Callable[[Tensor], Tensor],
-    head: Head,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Grad-CAM maps of a batch.
-
-    Args:
-        reader: reads one point, the convolutional block (``[N, C, h, w]``).
-        x: ``[N, C, H, W]`` images in ``[0, 1]``.
-        choose: logits ``[N, K]`` -> targets ``[F, N]`` (class or finding per image).
-        head: the model's head.
-
-    Returns:
-        maps ``[F, N, H, W]`` in ``[0, 1]`` (all zero when degenerate), logits ``[N, K]``,
-        targets ``[F, N]``.
-    """
-    n, size = x.shape[0], (x.shape[2], x.shape[3])
-    with torch.inference_mode(False), torch.enable_grad():
-        # A leaf that needs gradients: the model's parameters may be frozen.
-        xi = x.detach().clone().requires_grad_(True)
-        logits, parts = reader.run(xi)
-        acts = parts[0]
-        if any(a.dim() != 4 for a in acts):
-            raise LayerAccessError(
-                f"layer {reader.points[0].path!r} gives {acts[0].dim()}-D activations; "
-                "Grad-CAM needs a convolutional [N, C, h, w] block"
-            )
-        if not all(a.requires_grad for a in acts):
-            raise LayerAccessError(f"no gradient reaches layer {reader.points[0].path!r}")
-        targets = choose(logits.detach())
-        maps = []
-        for f in range(targets.shape[0]):
-            score = target_scores(logits, targets[f], head).sum()
-            grads = torch.autograd.grad(score, acts, retain_graph=f < targets.shape[0] - 1,
-                                        allow_unused=True)
-            cams = []
-            for a, g in zip(acts, grads, strict=True):
-                g = torch.zeros_like(a) if g is None else g
-                weights = g.mean(dim=(2, 3), keepdim=True)
-                cams.append(torch.relu((weights * a).sum(dim=1, keepdim=True)).detach())
-            cam = join_parts(cams, n)
-            cam = nnf.interpolate(cam, size=size, mode="bilinear", align_corners=False)[:, 0]
-            peak = cam.flatten(1).amax(dim=1).view(-1, 1, 1)
-            maps.append(torch.where(peak > 0, cam / peak.clamp_min(1e-30), torch.zeros_like(cam)))
-    return torch.stack(maps), logits.detach(), targets
-
-
-def top_region(cam: Tensor, fraction: float) -> Tensor:
-    """Boolean ``[N, H, W]``: the ``fraction`` of pixels with the highest (non-zero) values."""
-    flat = cam.flatten(1)
-    k = max(1, min(flat.shape[1], round(fraction * flat.shape[1])))
-    threshold = flat.topk(k, dim=1).values[:, -1:]
-    return ((flat >= threshold) & (flat > 0)).view_as(cam)
-
-
-def iou(a: Tensor, b: Tensor) -> Tensor:
-    """``[N]`` intersection over union of boolean maps (nan when both are empty)."""
-    inter = (a & b).flatten(1).sum(1).float()
-    union = (a | b).flatten(1).sum(1).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.full_like(union, math.nan))
-
-
-def centre_of_mass(cam: Tensor) -> Tensor:
-    """``[N, 2]`` (row, column) centre of mass in pixels (nan for an all-zero map)."""
-    h, w = cam.shape[1], cam.shape[2]
-    ys = torch.arange(h, device=cam.device, dtype=cam.dtype).view(1, h, 1)
-    xs = torch.arange(w, device=cam.device, dtype=cam.dtype).view(1, 1, w)
-    mass = cam.sum(dim=(1, 2))
-    cy = (cam * ys).sum(dim=(1, 2)) / mass
-    cx = (cam * xs).sum(dim=(1, 2)) / mass
-    com = torch.stack([cy, cx], dim=1)
-    return torch.where((mass > 0).unsqueeze(1), com, torch.full_like(com, math.nan))
-
-
-def mass_inside(cam: Tensor, mask: Tensor) -> Tensor:
-    """``[N]`` share of the map's mass inside ``mask`` ``[N, H, W]`` (nan: empty map or mask)."""
-    m = (mask > 0.5).to(cam.dtype)
-    total = cam.sum(dim=(1, 2))
-    inside = (cam * m).sum(dim=(1, 2))
-    ok = (total > 0) & (m.sum(dim=(1, 2)) > 0)
-    return torch.where(ok, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
-
-
-def _to_uint8(x: Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
-
-
 def _thumbnail(x: Tensor) -> Tensor:
-    """Downscale ``[S, C, H, W]`` so that its longer side is at most ``THUMBNAIL``."""
-    h, w = x.shape[-2], x.shape[-1]
-    scale = THUMBNAIL / max(h, w)
-    if scale >= 1:
-        return x
-    size = (max(1, round(h * scale)), max(1, round(w * scale)))
-    return nnf.interpolate(x.float(), size=size, mode="area")
+    return thumbnail(x, THUMBNAIL)
 
 
 # --------------------------------------------------------------------------- analysis
@@ -422,18 +325,18 @@ class GradCAMAnalysis(Analysis):
         sel = torch.tensor(pick, device=ctx.clean.device, dtype=torch.long)
         out: dict[str, np.ndarray] = {
             "sample_index": index[pick],
-            "sample_image": _to_uint8(_thumbnail(ctx.clean[sel])),
-            "sample_cam": _to_uint8(_thumbnail(clean_map[sel].unsqueeze(1))[:, 0]),
+            "sample_image": to_uint8(_thumbnail(ctx.clean[sel])),
+            "sample_cam": to_uint8(_thumbnail(clean_map[sel].unsqueeze(1))[:, 0]),
             "sample_target": _np(clean_target[sel], np.int16),
             "sample_fooled": (
                 _np(fooled[sel], np.bool_) if fooled is not None else np.zeros(len(pick), bool)
             ),
         }
         for key, (amap, atarget) in adv.items():
-            out[attack_field("sample_adv", key)] = _to_uint8(
+            out[attack_field("sample_adv", key)] = to_uint8(
                 _thumbnail(ctx.adversarial[key][sel])
             )
-            out[attack_field("sample_adv_cam", key)] = _to_uint8(
+            out[attack_field("sample_adv_cam", key)] = to_uint8(
                 _thumbnail(amap[sel].unsqueeze(1))[:, 0]
             )
             out[attack_field("sample_adv_target", key)] = _np(atarget[sel], np.int16)
@@ -458,7 +361,7 @@ class GradCAMAnalysis(Analysis):
             "degenerate_maps": int(arrays["clean_degenerate"][rows].sum()),
         }
         if "lesion_share_clean" in arrays:
-            clean["lesion_share"] = _nanmean(arrays["lesion_share_clean"][rows])
+            clean["lesion_share"] = nanmean(arrays["lesion_share_clean"][rows])
         attacks: dict[str, Any] = {}
         missing: list[str] = []
         for key in ctx.attack_keys:
@@ -502,19 +405,19 @@ class GradCAMAnalysis(Analysis):
 
         def block(sel: np.ndarray | slice, col: int | slice = slice(None)) -> dict[str, Any]:
             out = {
-                "iou_top": _nanmean(iou_v[sel, col]),
-                "com_shift_px": _nanmean(shift_px[sel, col]),
-                "com_shift_fraction": _nanmean(shift_frac[sel, col]),
+                "iou_top": nanmean(iou_v[sel, col]),
+                "com_shift_px": nanmean(shift_px[sel, col]),
+                "com_shift_fraction": nanmean(shift_frac[sel, col]),
             }
             if attack_field("lesion_share_adv", key) in arrays:
-                out["lesion_share_adversarial"] = _nanmean(get("lesion_share_adv")[sel, col])
+                out["lesion_share_adversarial"] = nanmean(get("lesion_share_adv")[sel, col])
                 if "lesion_share_clean" in arrays:
                     pos = unique_rows(arrays["index"])
                     clean_index = arrays["index"][pos]
                     adv_index = arrays[attack_field("adv_index", key)][rows]
                     where = np.searchsorted(clean_index, adv_index)
                     share = arrays["lesion_share_clean"][pos][where]
-                    out["lesion_share_clean"] = _nanmean(share[sel, col])
+                    out["lesion_share_clean"] = nanmean(share[sel, col])
             return out
 
         stats: dict[str, Any] = {
@@ -544,78 +447,3 @@ def _changed(a: Tensor, b: Tensor, head: Head) -> Tensor:
 
 def _np(t: Tensor, dtype: Any) -> np.ndarray:
     return t.detach().cpu().numpy().astype(dtype)
-
-
-def _nanmean(values: np.ndarray) -> float:
-    v = np.asarray(values, dtype=np.float64).reshape(-1)
-    v = v[~np.isnan(v)]
-    return float(v.mean()) if v.size else float("nan")
-
-
-# --------------------------------------------------------------------------- gallery
-
-
-def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
-    """``[C, h, w]`` uint8 -> what ``imshow`` takes, and the colour map for grey images."""
-    if image.shape[0] == 1:
-        return image[0], "gray"
-    return np.transpose(image[:3], (1, 2, 0)), None
-
-
-def _spread(rows: np.ndarray, k: int) -> list[int]:
-    """Up to ``k`` of ``rows``, evenly spaced."""
-    if k <= 0 or rows.size == 0:
-        return []
-    if rows.size <= k:
-        return [int(r) for r in rows]
-    picks = np.round(np.linspace(0.0, float(rows.size - 1), k)).astype(np.int64)
-    return [int(rows[p]) for p in picks]
-
-
-def gallery_figure(
-    arrays: dict[str, np.ndarray],
-    key: str,
-    labels: list[str],
-    kind: str,
-    size: int,
-    name: str,
-) -> Figure | None:
-    """Clean and adversarial images with their Grad-CAM overlays, one row per image."""
-    if attack_field("sample_adv", key) not in arrays:
-        return None
-    rows = unique_rows(arrays["sample_index"])
-    fooled = arrays["sample_fooled"][rows].astype(bool)
-    # Fooled images first, each group spread over the dataset.
-    chosen = _spread(rows[fooled], size)
-    chosen += _spread(rows[~fooled], size - len(chosen))
-    ordered = np.asarray(chosen, dtype=np.int64)
-    if ordered.size == 0:
-        return None
-    fig, axes = new_grid(len(ordered), 2, 5.0, 2.5 * len(ordered))
-
-    def label_of(target: int) -> str:
-        return labels[target] if 0 <= target < len(labels) else str(target)
-
-    for r, row in enumerate(ordered):
-        panels = [
-            ("clean", arrays["sample_image"][row], arrays["sample_cam"][row],
-             int(arrays["sample_target"][row])),
-            ("adversarial", arrays[attack_field("sample_adv", key)][row],
-             arrays[attack_field("sample_adv_cam", key)][row],
-             int(arrays[attack_field("sample_adv_target", key)][row])),
-        ]
-        for c, (what, image, cam, target) in enumerate(panels):
-            ax = axes[r, c]
-            shown, cmap = _display(image)
-            ax.imshow(shown, cmap=cmap, vmin=0, vmax=255, interpolation="nearest")
-            ax.imshow(cam, cmap="jet", alpha=0.45, vmin=0, vmax=255, interpolation="bilinear")
-            ax.set_title(f"{what} #{int(arrays['sample_index'][row])}\n"
-                         f"{kind}: {label_of(target)}", fontsize=8)
-            ax.set_axis_off()
-    return Figure(
-        name=name,
-        title=f"Grad-CAM gallery: {key}",
-        png=render_png(fig),
-        caption=f"Grad-CAM overlays on clean (left) and adversarial ({key}, right) images; "
-        "images the attack fooled come first.",
-    )

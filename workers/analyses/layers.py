@@ -24,10 +24,11 @@ and torch.export keep), and otherwise from the module tree: the top-level childr
 hold convolutions or linear layers, descending into a child that holds most of them (a
 ``features`` Sequential), the classifier left out.
 
-:class:`LayerReader` runs the wrapper's forward (normalization and fixed-batch splitting
-included) with taps and returns the logits and the tapped tensors of that batch only. The
-caller's model is never modified, except that eager networks carry forward hooks for the
-duration of one call: do not read one eager network from two threads at once.
+:class:`~workers.analyses.layer_taps.LayerReader` runs the wrapper's forward
+(normalization and fixed-batch splitting included) with taps and returns the logits and the
+tapped tensors of that batch only. The caller's model is never modified, except that eager
+networks carry forward hooks for the duration of one call: do not read one eager network
+from two threads at once.
 Tapped tensors are the live activations (not copies): an in-place op that follows a tapped
 layer in the network (``F.relu(x, inplace=True)``) is seen in the tapped value, for clean
 and adversarial images alike.
@@ -35,17 +36,14 @@ and adversarial images alike.
 
 from __future__ import annotations
 
-import copy
 import logging
 import re
-import warnings
-import weakref
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import torch
-from torch import Tensor, nn
+from torch import nn
 
 from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
@@ -299,7 +297,7 @@ def _graph_tree(gm: torch.fx.GraphModule) -> ModuleTree:
     return tree
 
 
-def _graph_scope_nodes(gm: torch.fx.GraphModule, path: str) -> list[torch.fx.Node]:
+def graph_scope_nodes(gm: torch.fx.GraphModule, path: str) -> list[torch.fx.Node]:
     want = tuple(path.split("."))
     out = []
     for node in gm.graph.nodes:
@@ -423,299 +421,3 @@ def penultimate_point(model: DiagnosticModel) -> TapPoint:
             "no linear layer found for penultimate features; name a layer with 'layer'"
         )
     return TapPoint(tree.last_linear, "input")
-
-
-# --------------------------------------------------------------------------- tapping
-
-
-def _first_tensor(value: Any) -> Tensor:
-    if isinstance(value, Tensor):
-        return value
-    if isinstance(value, (tuple, list)) and value and isinstance(value[0], Tensor):
-        return value[0]
-    raise LayerAccessError(f"tapped value is not a tensor ({type(value).__name__})")
-
-
-class _EagerTapper:
-    def __init__(self, net: nn.Module, points: Sequence[TapPoint]) -> None:
-        self.points = tuple(points)
-        for p in self.points:
-            try:
-                net.get_submodule(p.path)
-            except AttributeError as exc:
-                raise LayerAccessError(f"no submodule {p.path!r}") from exc
-
-    def __call__(self, net: nn.Module, z: Tensor) -> tuple[Any, list[Tensor]]:
-        got: dict[int, Tensor] = {}
-        handles = []
-
-        def out_hook(i: int) -> Callable[..., None]:
-            def hook(_m: nn.Module, _inp: Any, out: Any) -> None:
-                got[i] = _first_tensor(out)  # a module called twice: the last call counts
-
-            return hook
-
-        def in_hook(i: int) -> Callable[..., None]:
-            def hook(_m: nn.Module, inp: Any) -> None:
-                got[i] = _first_tensor(inp)
-
-            return hook
-
-        try:
-            for i, p in enumerate(self.points):
-                module = net.get_submodule(p.path)
-                if p.site == "output":
-                    handles.append(module.register_forward_hook(out_hook(i)))
-                else:
-                    handles.append(module.register_forward_pre_hook(in_hook(i)))
-            out = net(z)
-        finally:
-            for h in handles:
-                h.remove()
-        missing = [self.points[i].path for i in range(len(self.points)) if i not in got]
-        if missing:
-            raise LayerAccessError(f"layer(s) {missing} did not run in the forward pass")
-        return out, [got[i] for i in range(len(self.points))]
-
-
-class _GraphTapper:
-    def __init__(self, gm: torch.fx.GraphModule, points: Sequence[TapPoint]) -> None:
-        by_name = {n.name: n for n in gm.graph.nodes}
-        # Node names, not nodes: a node holds its graph and module, and the tapper cache
-        # must not keep the network alive.
-        self.targets = [self._resolve(gm, by_name, p).name for p in points]
-
-    @staticmethod
-    def _resolve(
-        gm: torch.fx.GraphModule, by_name: dict[str, torch.fx.Node], p: TapPoint
-    ) -> torch.fx.Node:
-        if p.path.startswith(NODE_PREFIX):
-            name = p.path[len(NODE_PREFIX):]
-            if name not in by_name:
-                raise LayerAccessError(f"no graph node {name!r}")
-            scope = [by_name[name]]
-        else:
-            scope = _graph_scope_nodes(gm, p.path)
-            if not scope:
-                raise LayerAccessError(f"no graph nodes belong to module {p.path!r}")
-        if p.site == "output":
-            return scope[-1]
-        inside = set(scope)
-        for node in scope:
-            for arg in node.args:
-                # The data input: skip parameters (get_attr) and values computed inside.
-                if isinstance(arg, torch.fx.Node) and arg not in inside and arg.op != "get_attr":
-                    return arg
-        raise LayerAccessError(f"no input found for {p.path!r}")
-
-    def __call__(self, net: nn.Module, z: Tensor) -> tuple[Any, list[Tensor]]:
-        assert isinstance(net, torch.fx.GraphModule)
-        wanted = set(self.targets)
-        got: dict[str, Tensor] = {}
-
-        class _Recorder(torch.fx.Interpreter):
-            def run_node(self, n: torch.fx.Node) -> Any:
-                result = super().run_node(n)
-                if n.name in wanted:
-                    got[n.name] = _first_tensor(result)
-                return result
-
-        out = _Recorder(net).run(z)
-        missing = sorted(wanted - set(got))
-        if missing:
-            raise LayerAccessError(f"graph node(s) {missing} did not run")
-        return out, [got[name] for name in self.targets]
-
-
-class _ScriptTapper:
-    """Taps a TorchScript module by graph surgery (script modules take no hooks).
-
-    The forward graph is copied; calls along the path to each tapped submodule are inlined
-    (``prim::CallMethod`` replaced by the callee's graph) until the call of the tapped
-    submodule itself is in the top-level graph; its output (or first argument) becomes an
-    extra graph output. The new graph becomes a script function called with the module.
-    """
-
-    def __init__(self, net: torch.jit.ScriptModule, points: Sequence[TapPoint]) -> None:
-        forward: Any = net.forward
-        try:
-            graph = forward.graph.copy()
-        except Exception as exc:  # scripted modules without a forward graph
-            raise LayerAccessError(f"TorchScript module has no forward graph: {exc}") from exc
-        inputs = list(graph.inputs())
-        if len(inputs) != 2:
-            raise LayerAccessError("TorchScript forward must take exactly one input")
-        self_value = inputs[0]
-        # Shallow paths first: resolving "features.1" inlines the call of "features", so
-        # "features" must already be an output by then (inlining updates outputs).
-        order = sorted(range(len(points)), key=lambda i: points[i].path.count("."))
-        for i in order:
-            p = points[i]
-            if p.path.startswith(NODE_PREFIX):
-                raise LayerAccessError("node: names apply to graph programs, not TorchScript")
-            graph.registerOutput(self._resolve(graph, self_value, net, p))
-        graph.makeMultiOutputIntoTuple()
-        self.slots = [1 + order.index(i) for i in range(len(points))]
-        try:
-            self.fn = torch._C._create_function_from_graph("robustdx_taps", graph)
-        except Exception as exc:
-            raise LayerAccessError(f"TorchScript graph could not be tapped: {exc}") from exc
-
-    @staticmethod
-    def _attr_values(graph: Any, owners: set[int], attr: str) -> set[int]:
-        """Values ``owner.attr`` (``prim::GetAttr``) read in the top-level graph."""
-        return {
-            node.output().unique()
-            for node in graph.nodes()
-            if node.kind() == "prim::GetAttr"
-            and node.s("name") == attr
-            and node.inputsAt(0).unique() in owners
-        }
-
-    @staticmethod
-    def _calls_on(graph: Any, targets: set[int]) -> list[Any]:
-        """Top-level ``prim::CallMethod`` nodes whose module is one of ``targets``."""
-        return [
-            node
-            for node in graph.nodes()
-            if node.kind() == "prim::CallMethod" and node.inputsAt(0).unique() in targets
-        ]
-
-    @staticmethod
-    def _inline(graph: Any, node: Any, module: Any) -> None:
-        method: Any = getattr(module, node.s("name"))
-        graph.setInsertPoint(node)
-        outs = graph.insertGraph(method.graph, list(node.inputs()))
-        for old, new in zip(node.outputs(), outs, strict=True):
-            old.replaceAllUsesWith(new)
-        node.destroy()
-
-    def _inline_all(self, graph: Any, targets: set[int], module: Any) -> None:
-        # Methods calling methods of the same module (ResNet.forward -> _forward_impl).
-        for _ in range(64):
-            calls = self._calls_on(graph, targets)
-            if not calls:
-                return
-            for node in calls:
-                self._inline(graph, node, module)
-        raise LayerAccessError("TorchScript methods nest too deeply to tap")
-
-    def _resolve(self, graph: Any, self_value: Any, net: Any, p: TapPoint) -> Any:
-        owners = {self_value.unique()}
-        module = net
-        parts = p.path.split(".")
-        for depth, name in enumerate(parts):
-            self._inline_all(graph, owners, module)
-            child = dict(module.named_children()).get(name)
-            if child is None:
-                raise LayerAccessError(f"TorchScript module has no child {p.path!r}")
-            values = self._attr_values(graph, owners, name)
-            if depth < len(parts) - 1:
-                owners, module = values, child
-                continue
-            calls = [n for n in self._calls_on(graph, values) if n.s("name") == "forward"]
-            if not calls:
-                raise LayerAccessError(
-                    f"no call of {p.path!r} in the TorchScript forward graph (calls inside "
-                    "control flow cannot be tapped)"
-                )
-            node = calls[-1]  # a module called twice: the last call counts
-            if p.site == "output":
-                return node.output()
-            if node.inputsSize() < 2:
-                raise LayerAccessError(f"{p.path!r} takes no input")
-            return node.inputsAt(1)
-        raise LayerAccessError(f"empty layer path {p.path!r}")
-
-    def __call__(self, net: nn.Module, z: Tensor) -> tuple[Any, list[Tensor]]:
-        assert isinstance(net, torch.jit.ScriptModule)
-        result = self.fn(net._c, z)
-        return result[0], [_first_tensor(result[slot]) for slot in self.slots]
-
-
-Tapper = _EagerTapper | _GraphTapper | _ScriptTapper
-
-_TAPPERS: weakref.WeakKeyDictionary[nn.Module, dict[tuple[TapPoint, ...], Tapper]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def _tapper(net: nn.Module, points: tuple[TapPoint, ...]) -> Tapper:
-    cache = _TAPPERS.setdefault(net, {})
-    if points not in cache:
-        kind = net_kind(net)
-        tapper: Tapper
-        if kind == "torchscript":
-            assert isinstance(net, torch.jit.ScriptModule)
-            tapper = _ScriptTapper(net, points)
-        elif kind == "graph":
-            assert isinstance(net, torch.fx.GraphModule)
-            tapper = _GraphTapper(net, points)
-        else:
-            tapper = _EagerTapper(net, points)
-        cache[points] = tapper
-    return cache[points]
-
-
-class _TappedNet(nn.Module):
-    """Stands in for ``model.net`` for one call of the wrapper; keeps the tapped values of
-    every call (a fixed-batch network is called once per chunk)."""
-
-    def __init__(self, net: nn.Module, tapper: Tapper) -> None:
-        super().__init__()
-        self.inner = net
-        self.tapper = tapper
-        self.calls: list[list[Tensor]] = []
-
-    def forward(self, z: Tensor) -> Any:
-        out, taps = self.tapper(self.inner, z)
-        self.calls.append(taps)
-        return out
-
-
-class LayerReader:
-    """Runs a model and returns its logits and the activations at ``points``.
-
-    ``reader(x)`` takes ``[N, C, H, W]`` images in ``[0, 1]`` and returns the head-shaped
-    logits ``[N, K]`` and one tensor per point (first dimension N) for this batch only.
-    Gradients flow through both when the caller enables them.
-
-    Raises:
-        LayerAccessError: a point cannot be read in this network.
-    """
-
-    def __init__(self, model: DiagnosticModel, points: Sequence[TapPoint]) -> None:
-        self.model = model
-        self.points = tuple(points)
-        with warnings.catch_warnings():
-            # torch.jit prints deprecation warnings in 2.14 when graphs are built.
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            self.tapper = _tapper(model.net, self.points)
-
-    def run(self, x: Tensor) -> tuple[Tensor, list[list[Tensor]]]:
-        """Logits and, per point, the tapped tensor of each call of the network (one call,
-        or one per chunk of a fixed-batch network, the last chunk padded). Gradients with
-        respect to activations must be taken on these parts: they are what the logits were
-        computed from."""
-        tapped = _TappedNet(self.model.net, self.tapper)
-        view = copy.copy(self.model)
-        # A shallow view whose own module table holds the tapped net: the caller's model
-        # is never modified, so concurrent users of it are unaffected.
-        view._modules = dict(self.model._modules)
-        view._modules["net"] = tapped
-        logits = view(x)
-        parts = [[call[i] for call in tapped.calls] for i in range(len(self.points))]
-        return logits, parts
-
-    def __call__(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        logits, parts = self.run(x)
-        return logits, [join_parts(p, x.shape[0], self.points[i].path)
-                        for i, p in enumerate(parts)]
-
-
-def join_parts(parts: list[Tensor], n: int, what: str = "layer") -> Tensor:
-    """One ``[n, ...]`` tensor from the per-call parts (padding rows come last)."""
-    act = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-    if act.shape[0] < n:
-        raise LayerAccessError(f"{what!r} has batch dimension {act.shape[0]}, expected {n}")
-    return act if act.shape[0] == n else act[:n]

@@ -25,6 +25,8 @@ from typing import Literal
 
 import numpy as np
 
+from workers.analyses.stats import nanmean
+
 Task = Literal["single-label", "multi-label"]
 #: Bootstrap statistic: weights ``[B, N]`` (resample counts) -> values ``[B]`` (nan = undefined).
 Statistic = Callable[[np.ndarray], np.ndarray]
@@ -80,6 +82,13 @@ def binary_matrix(values: np.ndarray, task: str, k: int) -> np.ndarray:
 # --------------------------------------------------------------------------- point metrics
 
 
+def accuracy_definition(task: str) -> str:
+    """What "accuracy" means for ``task``, as reports state it."""
+    if task == "multi-label":
+        return "exact match: every finding right"
+    return "top-1: the predicted class is the true class"
+
+
 def accuracy(pred: np.ndarray, labels: np.ndarray, task: str) -> float:
     """Share of images predicted right (multi-label: exact match over all findings)."""
     c = correct(pred, labels, task)
@@ -121,16 +130,11 @@ def balanced_accuracy(pred: np.ndarray, labels: np.ndarray, task: str, k: int) -
         defined = ~np.isnan(both)
         with np.errstate(invalid="ignore"):
             per = np.where(defined, both, 0.0).sum(axis=0) / defined.sum(axis=0)
-        return _nanmean(per)
+        return nanmean(per)
     labels = np.asarray(labels).astype(np.int64)
     sens, _ = sensitivity_specificity(one_hot(np.asarray(pred), k), one_hot(labels, k))
-    return _nanmean(sens)
+    return nanmean(sens)
 
-
-def _nanmean(values: np.ndarray) -> float:
-    values = np.asarray(values, dtype=np.float64)
-    finite = values[~np.isnan(values)]
-    return float(finite.mean()) if finite.size else float("nan")
 
 
 def weighted_auroc(scores: np.ndarray, positive: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -204,6 +208,23 @@ def mean_confidence_wrong(probs: np.ndarray, labels: np.ndarray, task: str,
     wrong = pred != np.asarray(labels).astype(np.int64)
     conf = probs.max(axis=1)
     return float(conf[wrong].mean()) if wrong.any() else float("nan")
+
+
+def per_image_loss(probs: np.ndarray, labels: np.ndarray, task: str) -> np.ndarray:
+    """``[N]`` loss of each image from its probabilities, in nats.
+
+    Single-label: cross-entropy of the true class, ``-log p[y]`` (a binary-logit model
+    reports both classes, so this is its binary cross-entropy too). Multi-label: the binary
+    cross-entropy averaged over the findings. Probabilities are clipped to ``[1e-12, 1]``
+    so a saturated wrong answer has a large finite loss.
+    """
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    if task == "multi-label":
+        y = np.asarray(labels).astype(np.float64)
+        q = np.clip(1.0 - np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+        return -(y * np.log(p) + (1.0 - y) * np.log(q)).mean(axis=1)
+    y_idx = np.asarray(labels).astype(np.int64)
+    return -np.log(p[np.arange(p.shape[0]), y_idx])
 
 
 def changed(pred_a: np.ndarray, pred_b: np.ndarray, task: str) -> np.ndarray:

@@ -35,7 +35,6 @@ arrays, ``BatchContext.params["min_eps"]`` ``[N]`` (optional),
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -47,11 +46,14 @@ from workers.analyses import metrics as M
 from workers.analyses.alignment import attack_field, attack_rows, clean_rows
 from workers.analyses.analysis_params import parse_params
 from workers.analyses.attack_keys import AttackInfo, attack_infos
-from workers.analyses.base import Analysis, BatchContext, Figure, Section, SummaryContext
+from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext
+from workers.analyses.bootstrap import Bootstrap
 from workers.analyses.jsonable import jsonable
-from workers.analyses.plotting import PALETTE, new_figure, render_png
-
-MAX_AUROC_SERIES = 4
+from workers.analyses.quantitative_figures import (
+    auroc_figure,
+    min_eps_figure,
+    robustness_curve_figure,
+)
 
 
 class QuantitativeParams(BaseModel):
@@ -175,7 +177,7 @@ class QuantitativeAnalysis(Analysis):
             if params.bootstrap_seed is not None
             else int(ctx.params.get("seed", 0) or 0)
         )
-        boot = _Bootstrap(params.n_bootstrap, params.confidence, seed)
+        boot = Bootstrap(params.n_bootstrap, params.confidence, seed)
         task, labels_names = ctx.task, list(ctx.labels)
         thresholds = np.asarray(ctx.thresholds, dtype=np.float64) if ctx.thresholds else None
 
@@ -201,12 +203,14 @@ class QuantitativeAnalysis(Analysis):
             "task": task,
             "head": ctx.head,
             "labels": labels_names,
+            "accuracy_definition": M.accuracy_definition(task),
             "thresholds": None if thresholds is None else thresholds.tolist(),
             "bootstrap": {
                 "resamples": params.n_bootstrap,
                 "confidence": params.confidence,
                 "seed": seed,
-                "method": "percentile; paired multinomial resampling of images",
+                "method": "percentile; paired multinomial resampling of images; Wilson "
+                "score interval for a proportion where every image agrees (0 or 1)",
             },
             "clean": clean,
             "attacks": attacks,
@@ -234,7 +238,7 @@ class QuantitativeAnalysis(Analysis):
         task: str,
         label_names: list[str],
         thresholds: np.ndarray | None,
-        boot: _Bootstrap,
+        boot: Bootstrap,
         all_clean: tuple[np.ndarray, dict[str, Any]],
     ) -> dict[str, Any]:
         positions, c_rows, a_rows = attack_rows(arrays, key, "adv_probs")
@@ -264,7 +268,7 @@ class QuantitativeAnalysis(Analysis):
             "clean": clean,
             "adversarial": adversarial,
             "fooling_rate": _mean(flipped),
-            "fooling_rate_ci": boot.interval(M.accuracy_statistic(flipped), n),
+            "fooling_rate_ci": boot.proportion(flipped)[0],
             "attack_success_rate": _mean(~ok_adv[ok_clean]),
             "n_initially_correct": int(ok_clean.sum()),
             "accuracy_drop": _diff(clean["accuracy"], adversarial["accuracy"]),
@@ -287,59 +291,6 @@ class QuantitativeAnalysis(Analysis):
 
 
 # ---------------------------------------------------------------------- metric blocks
-
-
-class _Bootstrap:
-    """Seeded resamples shared by every interval of a section (drawn once when small)."""
-
-    #: Keep the drawn resamples in memory up to this many counts (float32: 4 bytes each).
-    CACHE_ELEMENTS = 32_000_000
-
-    def __init__(self, n_boot: int, confidence: float, seed: int) -> None:
-        self.n_boot = n_boot
-        self.confidence = confidence
-        self.seed = seed
-        self._cache: dict[int, list[np.ndarray]] = {}
-
-    def weights(self, n: int) -> Iterable[np.ndarray]:
-        if n * self.n_boot > self.CACHE_ELEMENTS:
-            return M.bootstrap_weights(n, self.n_boot, self.seed)
-        if n not in self._cache:
-            self._cache[n] = list(M.bootstrap_weights(n, self.n_boot, self.seed))
-        return self._cache[n]
-
-    def interval(self, statistic: M.Statistic, n: int) -> list[float] | None:
-        if self.n_boot == 0 or n == 0:
-            return None
-        lo, hi = M.bootstrap_ci(
-            statistic, n, n_boot=self.n_boot, confidence=self.confidence, seed=self.seed,
-            weights=self.weights(n),
-        )
-        return None if np.isnan(lo) else [lo, hi]
-
-    def auroc_intervals(
-        self, probs: np.ndarray, truth: np.ndarray
-    ) -> tuple[list[list[float] | None], list[float] | None]:
-        """Per-column AUROC intervals and the interval of their mean, from one pass."""
-        k = probs.shape[1]
-        if self.n_boot == 0 or probs.shape[0] == 0:
-            return [None] * k, None
-        per_chunks = []
-        for w in self.weights(probs.shape[0]):
-            per_chunks.append(
-                np.stack([M.weighted_auroc(probs[:, j], truth[:, j], w) for j in range(k)])
-            )
-        per = np.concatenate(per_chunks, axis=1)
-        defined = ~np.isnan(per)
-        count = defined.sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(count > 0, np.where(defined, per, 0.0).sum(axis=0) / count, np.nan)
-        cols: list[list[float] | None] = []
-        for j in range(k):
-            lo, hi = M.percentile_interval(per[j], self.confidence)
-            cols.append(None if np.isnan(lo) else [lo, hi])
-        lo, hi = M.percentile_interval(mean, self.confidence)
-        return cols, (None if np.isnan(lo) else [lo, hi])
 
 
 def _mean(mask: np.ndarray) -> float | None:
@@ -377,7 +328,7 @@ def metric_block(
     task: str,
     label_names: list[str],
     thresholds: np.ndarray | None,
-    boot: _Bootstrap,
+    boot: Bootstrap,
 ) -> dict[str, Any]:
     """The metrics of one set of predictions (clean, or one attack's)."""
     k = probs.shape[1]
@@ -390,10 +341,13 @@ def metric_block(
     aucs = M.per_label_auroc(probs, labels, task)
     auc_cis, mean_auc_ci = boot.auroc_intervals(probs, truth_bin.astype(bool))
     defined = aucs[~np.isnan(aucs)]
+    accuracy_ci, accuracy_method = boot.proportion(ok)
+    loss = M.per_image_loss(probs, labels, task) if n else np.zeros(0)
     block: dict[str, Any] = {
         "n_images": n,
         "accuracy": _mean(ok),
-        "accuracy_ci": boot.interval(M.accuracy_statistic(ok), n),
+        "accuracy_ci": accuracy_ci,
+        "accuracy_ci_method": accuracy_method,
         "balanced_accuracy": _finite(M.balanced_accuracy(pred, labels, task, k)),
         "auroc": dict(zip(label_names, [_finite(a) for a in aucs], strict=True)),
         "auroc_ci": dict(zip(label_names, auc_cis, strict=True)),
@@ -403,6 +357,7 @@ def metric_block(
         "specificity": dict(zip(label_names, [_finite(s) for s in spec], strict=True)),
         "mean_confidence_wrong": _finite(M.mean_confidence_wrong(probs, labels, task,
                                                                  thresholds)),
+        "mean_loss": float(loss.mean()) if n else None,
     }
     if task == "multi-label":
         block["finding_accuracy"] = float((pred_bin == truth_bin).mean()) if n else None
@@ -480,83 +435,3 @@ def min_eps_summary(
             }
         )
     return out
-
-
-# ---------------------------------------------------------------------- figures
-
-
-def robustness_curve_figure(curves: dict[str, list[dict[str, Any]]]) -> Figure | None:
-    if not any(len(points) > 1 for points in curves.values()):
-        return None
-    fig, ax = new_figure(6.4, 4.0)
-    for i, (group, points) in enumerate(sorted(curves.items())):
-        color = PALETTE[i % len(PALETTE)]
-        xs = [p["eps_255"] for p in points]
-        ys = [np.nan if p["accuracy"] is None else p["accuracy"] for p in points]
-        ax.plot(xs, ys, marker="o", color=color, label=group)
-        cis = [p["accuracy_ci"] for p in points]
-        if all(ci is not None for ci in cis):
-            ax.fill_between(xs, [c[0] for c in cis], [c[1] for c in cis], color=color,
-                            alpha=0.15, linewidth=0)
-    ax.set_xlabel("eps (grey levels of 255, L-infinity)")
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return Figure(
-        name="quantitative_robustness_curve",
-        title="Robustness curve",
-        png=render_png(fig),
-        caption="Accuracy against the attack budget (eps 0 = clean); bands: bootstrap "
-        "intervals.",
-    )
-
-
-def auroc_figure(
-    clean: dict[str, Any], attacks: dict[str, Any], label_names: list[str]
-) -> Figure | None:
-    if clean["mean_auroc"] is None:
-        return None
-    ranked = sorted(
-        (k for k, b in attacks.items() if b["adversarial"]["mean_auroc"] is not None),
-        key=lambda k: attacks[k]["adversarial"]["mean_auroc"],
-    )[:MAX_AUROC_SERIES]
-    series = [("clean", clean), *((k, attacks[k]["adversarial"]) for k in ranked)]
-    k = len(label_names)
-    fig, ax = new_figure(max(6.4, 0.55 * k * len(series) / 2 + 2), 4.0)
-    width = 0.8 / len(series)
-    x = np.arange(k)
-    for i, (name, block) in enumerate(series):
-        vals = [np.nan if block["auroc"][lbl] is None else block["auroc"][lbl]
-                for lbl in label_names]
-        ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name,
-               color=PALETTE[i % len(PALETTE)])
-    ax.axhline(0.5, color="grey", linestyle="--", linewidth=0.8)
-    ax.set_xticks(x, label_names, rotation=45 if k > 4 else 0, ha="right" if k > 4 else "center",
-                  fontsize=8)
-    ax.set_ylabel("AUROC")
-    ax.set_ylim(0, 1.2)  # headroom for the legend above the bars
-    ax.set_yticks(np.linspace(0, 1, 6))
-    ax.legend(fontsize=8, loc="upper center", ncol=min(len(series), 3), frameon=False)
-    caption = "AUROC per finding, clean and under the strongest attacks (dashed: chance)."
-    if len(attacks) > len(ranked):
-        caption += f" {len(ranked)} of {len(attacks)} attack settings shown (lowest mean AUROC)."
-    return Figure(name="quantitative_auroc", title="AUROC per finding, clean vs adversarial",
-                  png=render_png(fig), caption=caption)
-
-
-def min_eps_figure(summary: dict[str, Any] | None) -> Figure | None:
-    if summary is None or "histogram" not in summary:
-        return None
-    edges = np.asarray(summary["histogram"]["edges"]) * 255.0
-    counts = summary["histogram"]["counts"]
-    fig, ax = new_figure(6.4, 3.6)
-    ax.bar(edges[:-1], counts, width=np.diff(edges), align="edge", color=PALETTE[0],
-           edgecolor="white")
-    ax.set_xlabel("minimum eps that fools the model (grey levels of 255)")
-    ax.set_ylabel("images")
-    caption = f"{summary['n_images']} images"
-    if summary["n_not_fooled"]:
-        caption += f"; {summary['n_not_fooled']} not fooled within the searched range"
-    return Figure(name="quantitative_min_eps", title="Minimum fooling eps per image",
-                  png=render_png(fig), caption=caption + ".")

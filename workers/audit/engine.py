@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +27,9 @@ import torch
 
 from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
+from workers.analyses.attack_keys import format_value
 from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext, merge_arrays
+from workers.analyses.tensors import to_uint8
 
 logger = logging.getLogger(__name__)
 
@@ -35,16 +37,8 @@ GRID_PREFIX = "grid/"
 #: Run only when named: the common-perturbation benchmark costs far more than the attacks
 #: (every image becomes frames under ~20 perturbations at 5 severities).
 OPT_IN_ANALYSES = ("perturbations",)
-
-
-def format_value(value: Any) -> str:
-    """``4/255`` for multiples of 1/255, ``%g`` for other floats."""
-    if isinstance(value, bool) or not isinstance(value, float):
-        return str(value)
-    frac = Fraction(value).limit_denominator(255)
-    if frac.denominator in (1, 255) and abs(float(frac) - value) < 1e-9 and value != 0:
-        return f"{frac.numerator * (255 // frac.denominator)}/255"
-    return f"{value:g}"
+#: Sections the engine derives from other analyses' arrays (no collection of their own).
+DERIVED_SECTIONS = ("worst_case", "subgroups")
 
 
 def attack_key(name: str, params: dict[str, Any]) -> str:
@@ -267,12 +261,12 @@ class AuditEngine:
         with torch.inference_mode():
             out = {
                 f"{GRID_PREFIX}index": idx[keep],
-                f"{GRID_PREFIX}clean": _to_uint8(x[sel]),
+                f"{GRID_PREFIX}clean": to_uint8(x[sel]),
                 f"{GRID_PREFIX}clean_probs": self.model.probabilities(x[sel]).float().cpu().numpy(),
                 f"{GRID_PREFIX}labels": y[sel].cpu().numpy(),
             }
             for key, adv in adversarial.items():
-                out[f"{GRID_PREFIX}adv/{key}"] = _to_uint8(adv[sel])
+                out[f"{GRID_PREFIX}adv/{key}"] = to_uint8(adv[sel])
                 out[f"{GRID_PREFIX}adv_probs/{key}"] = (
                     self.model.probabilities(adv[sel]).float().cpu().numpy()
                 )
@@ -291,20 +285,60 @@ class AuditEngine:
             thresholds=card.threshold_vector() if card.task == "multi-label" else None,
         )
 
-    def summarize(self, arrays: dict[str, np.ndarray]) -> list[Section]:
+    def summarize(
+        self, arrays: dict[str, np.ndarray],
+        metadata: Sequence[Mapping[str, str]] | None = None,
+    ) -> list[Section]:
+        """Every analysis's section, then the sections derived from ``quantitative``'s
+        arrays (:data:`DERIVED_SECTIONS`).
+
+        Args:
+            arrays: the audit's ``"analysis/key"`` arrays, every shard merged.
+            metadata: optional ``{attribute: value}`` per dataset image, in dataset order
+                (``StoredDataset.metadata()``); without it ``subgroups`` is not applicable.
+        """
         sections: list[Section] = []
+        quantitative: tuple[dict[str, np.ndarray], dict[str, Any]] | None = None
         for analysis, params in self.analyses:
-            prefix = f"{analysis.name}/"
-            own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
-            own.setdefault("index", arrays.get("index", np.zeros(0, dtype=np.int64)))
-            if "min_eps" in arrays:
-                own.setdefault("min_eps", arrays["min_eps"])
+            own = self._own_arrays(arrays, analysis.name)
             sections.append(analysis.summarize(own, self.summary_context(params)))
+            if analysis.name == "quantitative":
+                quantitative = (own, params)
+        # Right after quantitative, whose per-attack numbers they complete.
+        at = next((i + 1 for i, s in enumerate(sections) if s.name == "quantitative"),
+                  len(sections))
+        sections[at:at] = self._derived(quantitative, metadata)
         return sections
 
+    def _own_arrays(self, arrays: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+        prefix = f"{name}/"
+        own = {k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}
+        own.setdefault("index", arrays.get("index", np.zeros(0, dtype=np.int64)))
+        if "min_eps" in arrays:
+            own.setdefault("min_eps", arrays["min_eps"])
+        return own
 
-def _to_uint8(x: torch.Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    def _derived(
+        self, quantitative: tuple[dict[str, np.ndarray], dict[str, Any]] | None,
+        metadata: Sequence[Mapping[str, str]] | None,
+    ) -> list[Section]:
+        """``worst_case`` and ``subgroups``, from the per-image outputs of ``quantitative``."""
+        from workers.analyses.bootstrap import Bootstrap
+        from workers.analyses.quantitative import QuantitativeAnalysis
+        from workers.analyses.subgroups import summarize_subgroups
+        from workers.analyses.worst_case import summarize_worst_case
+
+        if quantitative is None:
+            reason = "derived from the quantitative analysis, which did not run"
+            return [Section(name, applicable=False, data={}, reason=reason)
+                    for name in DERIVED_SECTIONS]
+        own, params = quantitative
+        parsed = QuantitativeAnalysis().parse_params(params)
+        ctx = self.summary_context(params)
+        seed = parsed.bootstrap_seed if parsed.bootstrap_seed is not None else self.seed
+        boot = Bootstrap(parsed.n_bootstrap, parsed.confidence, seed)
+        return [summarize_worst_case(own, ctx, boot),
+                summarize_subgroups(own, ctx, boot, metadata)]
 
 
 def _sync(device: torch.device) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -27,11 +27,13 @@ def run_audit(
     seed: int = 0,
     batch_size: int = 32,
     min_eps: bool = False,
+    metadata: Sequence[Mapping[str, str]] | None = None,
 ) -> tuple[dict[str, Any], list[Section]]:
     """Run an audit and return ``(report, sections)``; the report follows the JSON schema.
 
     ``images`` are ``[N, C, H, W]`` in ``[0, 1]`` at the model's size; ``labels`` follow the
-    head's convention (class indices, or 0/1 findings).
+    head's convention (class indices, or 0/1 findings); ``metadata`` is one
+    ``{attribute: value}`` dict per image (for the ``subgroups`` section).
     """
     from workers.audit.provenance import device_description, package_versions
     from workers.reports.builder import build_report
@@ -46,7 +48,7 @@ def run_audit(
             engine.fit(images, labels, Path(state))
         timings: dict[str, float] = {}
         arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings)
-    sections = [*engine.summarize(arrays), *skipped]
+    sections = [*engine.summarize(arrays, metadata), *skipped]
     provenance = {
         "model": {"name": model.card.name, "sha256": model.card.sha256,
                   "card": model.card.model_dump(mode="json")},

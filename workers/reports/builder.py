@@ -15,6 +15,8 @@ from typing import Any
 from workers.analyses.attack_keys import attack_infos
 from workers.analyses.base import Section
 from workers.analyses.jsonable import jsonable
+from workers.reports.evidence import NAME as EVIDENCE
+from workers.reports.evidence import evidence_map
 from workers.reports.policy import evaluate_policy, parse_policy, verdict
 from workers.reports.schema import SCHEMA_VERSION, validate_report
 
@@ -70,6 +72,12 @@ def _attacks(attacks_meta: Mapping[str, Mapping[str, Any]],
     return out
 
 
+def attacks_meta_json(attacks: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """``{key: {"name", "eps", "params"}}`` of the report's attack entries."""
+    return {k: {"name": v["name"], "eps": v["eps"], "params": v["params"]}
+            for k, v in attacks.items()}
+
+
 def _headline(attacks: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for key, entry in attacks.items():
@@ -86,8 +94,44 @@ def _headline(attacks: Mapping[str, Any]) -> list[dict[str, Any]]:
             "attack_success_rate": entry.get("attack_success_rate"),
             "clean_mean_auroc": clean.get("mean_auroc"),
             "adversarial_mean_auroc": adv.get("mean_auroc"),
+            "adversarial_mean_loss": adv.get("mean_loss"),
         })
     return rows
+
+
+STRONGEST_ORDER = (
+    "lowest adversarial accuracy, then lowest adversarial mean AUROC, then highest mean "
+    "loss; remaining ties in the audit's order"
+)
+
+
+def strongest_attack(headline: Sequence[Mapping[str, Any]]) -> str | None:
+    """The strongest attack setting by :data:`STRONGEST_ORDER` (``None`` if none measured)."""
+    inf = float("inf")
+
+    def rank(item: tuple[int, Mapping[str, Any]]) -> tuple[float, float, float, int]:
+        i, h = item
+        auroc = h.get("adversarial_mean_auroc")
+        loss = h.get("adversarial_mean_loss")
+        return (float(h["adversarial_accuracy"]), inf if auroc is None else float(auroc),
+                inf if loss is None else -float(loss), i)
+
+    measured = [(i, h) for i, h in enumerate(headline) if h["adversarial_accuracy"] is not None]
+    return str(min(measured, key=rank)[1]["attack"]) if measured else None
+
+
+def _worst_case_summary(worst_case: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """One row per budget: the robust accuracy under the union of its attacks."""
+    if not worst_case or not worst_case.get("applicable"):
+        return []
+    return [
+        {"budget": budget, "attacks": b["attacks"], "n_images": b["n_images"],
+         "robust_accuracy": b["robust_accuracy"], "robust_accuracy_ci": b["robust_accuracy_ci"],
+         "mean_auroc": b.get("mean_auroc"),
+         "strongest_single_attack": b["strongest_single_attack"],
+         "strongest_single_accuracy": b["strongest_single_accuracy"]}
+        for budget, b in (worst_case.get("budgets") or {}).items()
+    ]
 
 
 def _artifacts(sections: Sequence[Section], extra: Iterable[str]) -> list[str]:
@@ -96,6 +140,28 @@ def _artifacts(sections: Sequence[Section], extra: Iterable[str]) -> list[str]:
         if name not in names:
             names.append(name)
     return names
+
+
+def _summary(section_json: Mapping[str, Any], attacks: Mapping[str, Any]) -> dict[str, Any]:
+    """The summary before the policy is judged (verdict and messages are filled later)."""
+    quantitative = section_json.get("quantitative") or {}
+    clean = quantitative.get("clean") or {}
+    sanity = section_json.get("sanity")
+    reliable = bool(sanity.get("reliable")) if sanity and sanity.get("applicable") else None
+    headline = _headline(attacks)
+    return {
+        "verdict": "no policy",
+        "reliable": reliable,
+        "n_images": quantitative.get("n_images"),
+        "clean_accuracy": clean.get("accuracy"),
+        "clean_mean_auroc": clean.get("mean_auroc"),
+        "accuracy_definition": quantitative.get("accuracy_definition"),
+        "worst_attack": strongest_attack(headline),
+        "worst_attack_order": STRONGEST_ORDER,
+        "headline": headline,
+        "worst_case": _worst_case_summary(section_json.get("worst_case")),
+        "messages": [],
+    }
 
 
 def build_report(
@@ -131,24 +197,10 @@ def build_report(
     quantitative = section_json.get("quantitative")
     attacks = _attacks(attacks_meta, quantitative if quantitative and
                        quantitative.get("applicable") else None)
-    clean = (quantitative or {}).get("clean") or {}
+    summary = _summary(section_json, attacks)
+    section_json[EVIDENCE] = evidence_map(section_json, attacks_meta_json(attacks))
     sanity = section_json.get("sanity")
-    reliable = (
-        bool(sanity.get("reliable")) if sanity and sanity.get("applicable") else None
-    )
-    headline = _headline(attacks)
-    measured = [h for h in headline if h["adversarial_accuracy"] is not None]
-    worst = min(measured, key=lambda h: h["adversarial_accuracy"])["attack"] if measured else None
-    summary: dict[str, Any] = {
-        "verdict": "no policy",
-        "reliable": reliable,
-        "n_images": (quantitative or {}).get("n_images"),
-        "clean_accuracy": clean.get("accuracy"),
-        "clean_mean_auroc": clean.get("mean_auroc"),
-        "worst_attack": worst,
-        "headline": headline,
-        "messages": [],
-    }
+    reliable = summary["reliable"]
     report: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "job": dict(jsonable(job_meta)),
@@ -169,7 +221,15 @@ def build_report(
     messages: list[str] = [r.message for r in results if not r.passed]
     if reliable is False and sanity is not None:
         messages.extend(sanity.get("flags") or [])
+    subgroups = section_json.get("subgroups") or {}
+    messages.extend(subgroups.get("flags") or [])
     summary["messages"] = messages
+    if reliable is False:
+        summary["verdict_detail"] = (
+            f"{summary['verdict']}; the robustness numbers may be unreliable: a sanity check "
+            "flagged the evaluation (gradient masking or a randomized model can make attacks "
+            "fail), so robustness may be overstated"
+        )
     report = jsonable(report)
     validate_report(report)
     return report

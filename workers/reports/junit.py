@@ -8,7 +8,8 @@ Two test suites inside ``<testsuites>``:
 - ``robustdx.sanity``: one test case per sanity check; a flagged check is **skipped** with
   its message, not failed: sanity flags warn that the numbers may be unreliable, while only
   the policy decides pass or fail (as the CLI's exit status does). A harness that must
-  gate on reliability adds the policy rule ``"require_reliable": true``, which fails.
+  gate on reliability adds the policy rule ``"require_reliable": true``, which fails. A
+  check with nothing to compare is skipped too, its message starting "not applicable".
 
 The counts of every suite (tests, failures, errors, skipped) are computed from its cases,
 and the document is plain JUnit (the schema Jenkins, GitLab and pytest's junitxml use).
@@ -63,7 +64,9 @@ def _reliable(value: Any) -> str:
 
 
 def _result_name(result: Mapping[str, Any]) -> str:
-    where = result.get("attack") or (
+    """``min_accuracy[pgd:eps=4/255]``, ``min_robust_accuracy[linf:eps=4/255]``: the same
+    names as :attr:`workers.reports.policy.RuleResult.name`."""
+    where = result.get("attack") or result.get("budget") or (
         result.get("target") if result.get("target") not in (None, "*") else None
     )
     return f"{result['rule']}[{where}]" if where else str(result["rule"])
@@ -99,7 +102,8 @@ def render_junit(report: Mapping[str, Any]) -> str:
             )
             failure.text = _clean(
                 f"rule: {result['rule']}\ntarget: {result.get('target')}\n"
-                f"attack: {result.get('attack')}\nthreshold: {result.get('threshold')}\n"
+                f"attack: {result.get('attack')}\nbudget: {result.get('budget')}\n"
+                f"threshold: {result.get('threshold')}\n"
                 f"observed: {result.get('observed')}"
             )
         else:
@@ -114,6 +118,9 @@ def render_junit(report: Mapping[str, Any]) -> str:
             case = _case(sanity_suite, str(check.get("name", "check")))
             if check.get("flagged"):
                 ET.SubElement(case, "skipped", {"message": _clean(check.get("message", ""))})
+            elif check.get("status") == "not applicable":
+                ET.SubElement(case, "skipped", {
+                    "message": _clean("not applicable: " + str(check.get("message", "")))})
             else:
                 out = ET.SubElement(case, "system-out")
                 out.text = _clean(check.get("message", ""))

@@ -24,7 +24,20 @@ rule                          what is compared                                  
 ``max_attack_success_rate``   attack success rate, per attack setting               <=
 ``max_accuracy_drop``         clean minus adversarial accuracy, per attack setting  <=
 ``require_reliable``          no sanity flag (``true`` to require it)               is true
+``min_robust_accuracy``       worst-case robust accuracy, per budget                >=
+``min_robust_auroc``          worst-case mean AUROC, per budget                     >=
+``min_subgroup_robust_accuracy``  robust accuracy of the worst subgroup, per budget  >=
+``min_subgroup_clean_accuracy``   clean accuracy of the worst subgroup              >=
 ============================  ====================================================  ========
+
+Budget rules (``min_robust_accuracy``, ``min_robust_auroc``,
+``min_subgroup_robust_accuracy``) read the ``worst_case`` and ``subgroups`` sections: an
+image is robust at a budget only if it survives every attack of that budget. They take a
+number (every budget of the audit) or an object ``{budget: threshold}`` where a budget is
+``[norm:]eps=value``: ``"linf:eps=4/255"`` selects the L-infinity budget 4/255,
+``"eps=4/255"`` that eps in every norm, ``"l2:eps=0.5"`` an L2 budget. The worst subgroup
+is taken over every metadata attribute, among groups of at least the section's
+``min_group_size`` images.
 
 Per-attack rules take a number (every attack setting of the audit) or an object
 ``{target: threshold}``. A target is an attack name (``"gap"``: all its settings) or a key,
@@ -44,7 +57,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from models.errors import InvalidParametersError
-from workers.analyses.attack_keys import attack_infos, parse_attack_key, selector_matches
+from workers.analyses.attack_keys import (
+    attack_infos,
+    budget_matches,
+    parse_attack_key,
+    parse_budget_selector,
+    selector_matches,
+)
 
 Direction = Literal["min", "max"]
 
@@ -61,9 +80,16 @@ ATTACK_RULES: dict[str, tuple[Direction, str]] = {
 GLOBAL_RULES: dict[str, tuple[Direction, str]] = {
     "min_clean_accuracy": ("min", "clean accuracy"),
     "min_clean_auroc": ("min", "clean mean AUROC"),
+    "min_subgroup_clean_accuracy": ("min", "clean accuracy of the worst subgroup"),
+}
+#: Per-budget rules (worst case over the budget's attacks): name -> (direction, metric).
+BUDGET_RULES: dict[str, tuple[Direction, str]] = {
+    "min_robust_accuracy": ("min", "worst-case robust accuracy"),
+    "min_robust_auroc": ("min", "worst-case mean AUROC"),
+    "min_subgroup_robust_accuracy": ("min", "robust accuracy of the worst subgroup"),
 }
 FLAG_RULES = ("require_reliable",)
-RULE_NAMES: tuple[str, ...] = (*GLOBAL_RULES, *ATTACK_RULES, *FLAG_RULES)
+RULE_NAMES: tuple[str, ...] = (*GLOBAL_RULES, *ATTACK_RULES, *BUDGET_RULES, *FLAG_RULES)
 
 
 class PolicyRule(BaseModel):
@@ -97,11 +123,14 @@ class RuleResult:
     observed: float | bool | None
     passed: bool
     message: str
+    budget: str | None = None
 
     @property
     def name(self) -> str:
-        """A stable test name: ``min_accuracy[pgd:eps=4/255]``, ``min_clean_accuracy``."""
-        where = self.attack or (self.target if self.target not in (None, "*") else None)
+        """A stable test name: ``min_accuracy[pgd:eps=4/255]``, ``min_clean_accuracy``,
+        ``min_robust_accuracy[linf:eps=4/255]``."""
+        where = self.attack or self.budget or (
+            self.target if self.target not in (None, "*") else None)
         return f"{self.rule}[{where}]" if where else self.rule
 
     def to_json(self) -> dict[str, Any]:
@@ -163,6 +192,8 @@ def parse_policy(
         elif name in GLOBAL_RULES:
             rules.append(PolicyRule(rule=name, target=None,
                                     threshold=_threshold(name, None, value)))
+        elif name in BUDGET_RULES:
+            rules.extend(_budget_rules(name, value, infos))
         elif isinstance(value, Mapping):
             if not value:
                 raise InvalidParametersError(f"policy rule {name!r} names no attack")
@@ -173,6 +204,31 @@ def parse_policy(
         else:
             rules.append(PolicyRule(rule=name, target="*", threshold=_threshold(name, "*", value)))
     return Policy(rules=tuple(rules), raw=dict(raw))
+
+
+def _budget_rules(name: str, value: Any, infos: list[Any] | None) -> list[PolicyRule]:
+    if not isinstance(value, Mapping):
+        return [PolicyRule(rule=name, target="*", threshold=_threshold(name, "*", value))]
+    if not value:
+        raise InvalidParametersError(f"policy rule {name!r} names no budget")
+    out = []
+    for target, threshold in value.items():
+        try:
+            parse_budget_selector(str(target))
+        except ValueError as exc:
+            raise InvalidParametersError(f"policy rule {name!r}: {exc}") from exc
+        if infos is not None and not any(
+            info.eps is not None and budget_matches(str(target), info.norm, info.eps)
+            for info in infos
+        ):
+            budgets = sorted({info.budget for info in infos if info.budget is not None})
+            raise InvalidParametersError(
+                f"policy rule {name!r}: budget {target!r} matches no budget of the audit; "
+                "budgets: " + (", ".join(budgets) or "none")
+            )
+        out.append(PolicyRule(rule=name, target=str(target),
+                              threshold=_threshold(name, str(target), threshold)))
+    return out
 
 
 def _check_target(rule: str, target: str, infos: list[Any] | None) -> None:
@@ -247,24 +303,26 @@ def evaluate_policy(
     """Check every rule of ``policy`` against a report (or a report being built).
 
     Reads ``report["attacks"]`` (per-attack metrics), ``report["summary"]`` (clean
-    accuracy and AUROC) and ``report["sections"]["sanity"]["reliable"]``.
+    accuracy and AUROC), ``report["sections"]["sanity"]["reliable"]`` and the
+    ``worst_case`` and ``subgroups`` sections (budget and subgroup rules).
     """
     parsed = parse_policy(policy)
     if parsed is None:
         return []
     attacks: Mapping[str, Mapping[str, Any]] = report.get("attacks") or {}
-    summary: Mapping[str, Any] = report.get("summary") or {}
     infos = attack_infos(list(attacks), {k: dict(v) for k, v in attacks.items()})
     results: list[RuleResult] = []
     for rule in parsed.rules:
         if rule.rule in FLAG_RULES:
             results.append(_reliability(rule, report))
             continue
+        if rule.rule in BUDGET_RULES:
+            results.extend(_budget_results(rule, report))
+            continue
         if rule.rule in GLOBAL_RULES:
             direction, what = GLOBAL_RULES[rule.rule]
-            key = "clean_accuracy" if rule.rule == "min_clean_accuracy" else "clean_mean_auroc"
             results.append(_judge(rule.rule, direction, what, None, None,
-                                  float(rule.threshold), summary.get(key)))
+                                  float(rule.threshold), _global_metric(rule.rule, report)))
             continue
         direction, what = ATTACK_RULES[rule.rule]
         target = rule.target or "*"
@@ -280,6 +338,56 @@ def evaluate_policy(
             results.append(_judge(rule.rule, direction, what, target, key,
                                   float(rule.threshold), _attack_metric(rule.rule, attacks[key])))
     return results
+
+
+def _sections(report: Mapping[str, Any]) -> Mapping[str, Any]:
+    return report.get("sections") or {}
+
+
+def _worst_group(report: Mapping[str, Any], measure: str) -> float | None:
+    subgroups = _sections(report).get("subgroups") or {}
+    worst = (subgroups.get("worst_group") or {}).get(measure)
+    return None if not worst else worst.get("accuracy")
+
+
+def _global_metric(rule: str, report: Mapping[str, Any]) -> float | None:
+    summary: Mapping[str, Any] = report.get("summary") or {}
+    if rule == "min_clean_accuracy":
+        return summary.get("clean_accuracy")
+    if rule == "min_clean_auroc":
+        return summary.get("clean_mean_auroc")
+    if rule == "min_subgroup_clean_accuracy":
+        return _worst_group(report, "clean")
+    raise AssertionError(rule)
+
+
+def _budget_results(rule: PolicyRule, report: Mapping[str, Any]) -> list[RuleResult]:
+    """One result per budget of ``worst_case`` the rule's target selects."""
+    direction, what = BUDGET_RULES[rule.rule]
+    budgets: Mapping[str, Any] = (_sections(report).get("worst_case") or {}).get(
+        "budgets") or {}
+    target = rule.target or "*"
+    matched = [b for b, block in budgets.items()
+               if target == "*" or budget_matches(target, block["norm"], block["eps"])]
+    if not matched:
+        return [RuleResult(
+            rule.rule, target, None, rule.threshold, None, False,
+            f"no budget of the audit's worst case matches {target!r}; budgets: "
+            + (", ".join(budgets) or "none (no attack with an eps was measured)"),
+        )]
+    out = []
+    for budget in matched:
+        block = budgets[budget]
+        if rule.rule == "min_robust_accuracy":
+            observed = block.get("robust_accuracy")
+        elif rule.rule == "min_robust_auroc":
+            observed = block.get("mean_auroc")
+        else:
+            observed = _worst_group(report, budget)
+        result = _judge(rule.rule, direction, f"{what} at {budget}", target, None,
+                        float(rule.threshold), observed)
+        out.append(RuleResult(**{**asdict(result), "budget": budget}))
+    return out
 
 
 def _reliability(rule: PolicyRule, report: Mapping[str, Any]) -> RuleResult:

@@ -14,6 +14,8 @@ artifacts are renderings of it. Its shape (version :data:`SCHEMA_VERSION`)::
       "attacks":    {attack key: {"name", "params", "eps", "clean", "adversarial",
                                   "fooling_rate", ...}}
       "sections":   {analysis name: {"applicable", "reason"?, "figures", "flags"?, ...}}
+                    (besides the analyses: "worst_case" and "subgroups", derived from the
+                    quantitative arrays, and "evidence_map", the threats tested)
       "policy":     {"rules", "results": [{"rule", "target", "attack", "threshold",
                                            "observed", "passed", "message"}], "passed"}
       "artifacts":  [file names]
@@ -83,8 +85,159 @@ _RULE_RESULT: dict[str, Any] = {
         "observed": {"type": ["number", "boolean", "null"]},
         "passed": {"type": "boolean"},
         "message": {"type": "string"},
+        "budget": {"type": ["string", "null"],
+                   "description": "The budget a budget rule was judged at (linf:eps=4/255)."},
     },
     "additionalProperties": False,
+}
+
+_CI_METHOD: dict[str, Any] = {"enum": ["bootstrap", "wilson", None]}
+
+_BUDGET_BLOCK: dict[str, Any] = {
+    "type": "object",
+    "description": "Worst case of one budget: an image is robust only if it is right on the "
+    "clean image and under every attack setting of the budget.",
+    "required": ["norm", "eps", "attacks", "n_images", "clean_accuracy", "robust_accuracy",
+                 "robust_accuracy_ci", "robust_accuracy_ci_method", "n_robust",
+                 "first_broken_by", "not_broken", "broken_by", "only_broken_by",
+                 "strongest_single_attack", "strongest_single_accuracy", "union_gain",
+                 "auroc", "mean_auroc", "mean_auroc_ci"],
+    "properties": {
+        "norm": {"type": "string"},
+        "eps": {"type": "number", "minimum": 0},
+        "eps_255": {"type": ["number", "null"]},
+        "attacks": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+        "n_images": {"type": "integer", "minimum": 0},
+        "clean_accuracy": _RATE,
+        "robust_accuracy": _RATE,
+        "robust_accuracy_ci": {"$ref": "#/$defs/interval"},
+        "robust_accuracy_ci_method": _CI_METHOD,
+        "n_robust": {"type": "integer", "minimum": 0},
+        "first_broken_by": {
+            "type": "object",
+            "description": "Images credited to the first candidate that breaks them: "
+            "'clean' (wrong without attack), then the attacks in the audit's order.",
+            "additionalProperties": {"type": "integer", "minimum": 0},
+        },
+        "not_broken": {"type": "integer", "minimum": 0},
+        "broken_by": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "only_broken_by": {"type": "object", "additionalProperties": {"type": "integer"}},
+        "strongest_single_attack": {"type": "string"},
+        "strongest_single_accuracy": _RATE,
+        "union_gain": {"type": "number"},
+        "auroc": {"$ref": "#/$defs/per_label_rate"},
+        "mean_auroc": _RATE,
+        "mean_auroc_ci": {"$ref": "#/$defs/interval"},
+        "per_finding": {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "required": ["robust_accuracy", "robust_accuracy_ci", "auroc"],
+                "properties": {"robust_accuracy": _RATE,
+                               "robust_accuracy_ci": {"$ref": "#/$defs/interval"},
+                               "robust_accuracy_ci_method": _CI_METHOD,
+                               "auroc": _RATE},
+            },
+        },
+    },
+    "additionalProperties": True,
+}
+
+_GROUP_MEASURE: dict[str, Any] = {
+    "type": "object",
+    "required": ["accuracy", "accuracy_ci", "n_correct", "rest_accuracy", "p_value"],
+    "properties": {
+        "accuracy": _RATE,
+        "accuracy_ci": {"$ref": "#/$defs/interval"},
+        "accuracy_ci_method": _CI_METHOD,
+        "n_correct": {"type": "integer", "minimum": 0},
+        "rest_accuracy": _RATE,
+        "difference": _NUMBER_OR_NULL,
+        "p_value": {"type": "number", "minimum": 0, "maximum": 1},
+        "p_adjusted": {"type": "number", "minimum": 0, "maximum": 1},
+        "significantly_below": {"type": "boolean"},
+        "mean_auroc": _RATE,
+    },
+}
+
+_SECTION_SCHEMAS: dict[str, Any] = {
+    "sanity": {
+        "type": "object",
+        "if": {"properties": {"applicable": {"const": True}}},
+        "then": {
+            "required": ["reliable", "checks"],
+            "properties": {"reliable": {"type": "boolean"}},
+        },
+    },
+    "worst_case": {
+        "type": "object",
+        "if": {"properties": {"applicable": {"const": True}}},
+        "then": {
+            "required": ["rule", "first_broken_order", "budgets", "unbudgeted_attacks"],
+            "properties": {
+                "budgets": {"type": "object", "minProperties": 1,
+                            "additionalProperties": _BUDGET_BLOCK},
+                "unbudgeted_attacks": {"type": "array", "items": {"type": "string"}},
+            },
+        },
+    },
+    "subgroups": {
+        "type": "object",
+        "if": {"properties": {"applicable": {"const": True}}},
+        "then": {
+            "required": ["measures", "test", "alpha", "min_group_size", "attributes",
+                         "flagged", "worst_group"],
+            "properties": {
+                "attributes": {
+                    "type": "object",
+                    "additionalProperties": {
+                        "type": "object",
+                        "required": ["n_missing", "groups"],
+                        "properties": {
+                            "groups": {
+                                "type": "object",
+                                "additionalProperties": {
+                                    "type": "object",
+                                    "required": ["n_images", "small", "metrics"],
+                                    "properties": {
+                                        "n_images": {"type": "integer", "minimum": 1},
+                                        "small": {"type": "boolean"},
+                                        "metrics": {"type": "object",
+                                                    "additionalProperties": _GROUP_MEASURE},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+                "flagged": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["attribute", "group", "measure", "accuracy", "rest_accuracy",
+                                 "p_adjusted"],
+                }},
+                "worst_group": {"type": "object", "additionalProperties": {"oneOf": [
+                    {"type": "null"},
+                    {"type": "object", "required": ["attribute", "group", "accuracy",
+                                                    "n_images"]},
+                ]}},
+            },
+        },
+    },
+    "evidence_map": {
+        "type": "object",
+        "required": ["statement", "references", "threats"],
+        "properties": {
+            "threats": {"type": "array", "items": {
+                "type": "object",
+                "required": ["threat", "title", "status", "evidence", "references"],
+                "properties": {
+                    "status": {"enum": ["tested", "not tested", "out of scope"]},
+                    "evidence": {"type": "array", "items": {"type": "string"}},
+                    "references": {"type": "array", "items": {"type": "string"}},
+                },
+            }},
+        },
+    },
 }
 
 REPORT_SCHEMA: dict[str, Any] = {
@@ -163,6 +316,16 @@ REPORT_SCHEMA: dict[str, Any] = {
                 "clean_accuracy": _RATE,
                 "clean_mean_auroc": _RATE,
                 "worst_attack": {"type": ["string", "null"]},
+                "worst_attack_order": {"type": "string"},
+                "accuracy_definition": {"type": ["string", "null"]},
+                "verdict_detail": {"type": "string"},
+                "worst_case": {"type": "array", "items": {
+                    "type": "object",
+                    "required": ["budget", "robust_accuracy", "robust_accuracy_ci"],
+                    "properties": {"budget": {"type": "string"},
+                                   "robust_accuracy": _RATE,
+                                   "robust_accuracy_ci": {"$ref": "#/$defs/interval"}},
+                }},
                 "headline": {"type": "array", "items": {"$ref": "#/$defs/headline"}},
                 "messages": {"type": "array", "items": {"type": "string"}},
             },
@@ -198,16 +361,7 @@ REPORT_SCHEMA: dict[str, Any] = {
                 },
                 "additionalProperties": True,
             },
-            "properties": {
-                "sanity": {
-                    "type": "object",
-                    "if": {"properties": {"applicable": {"const": True}}},
-                    "then": {
-                        "required": ["reliable", "checks"],
-                        "properties": {"reliable": {"type": "boolean"}},
-                    },
-                },
-            },
+            "properties": _SECTION_SCHEMAS,
         },
         "policy": {
             "type": "object",

@@ -15,7 +15,8 @@ from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
 from workers.analyses.features import FeaturesAnalysis, relative_change
-from workers.analyses.layers import LayerReader, TapPoint, find_blocks
+from workers.analyses.layer_taps import LayerReader
+from workers.analyses.layers import TapPoint, find_blocks
 
 BLOCKS = ["features.0", "features.1", "features.2", "features.3"]
 

@@ -22,7 +22,8 @@ from workers.analyses.gradcam import (
     mass_inside,
     top_region,
 )
-from workers.analyses.layers import LayerReader, TapPoint
+from workers.analyses.layer_taps import LayerReader
+from workers.analyses.layers import TapPoint
 
 
 class QuadrantNet(nn.Module):

@@ -185,3 +185,13 @@ def test_zero_gradients_are_flagged() -> None:
     assert check["flagged"]
     assert check["details"]["fraction"] == 1.0
     assert "may be unreliable" in check["message"]
+
+
+def test_one_weak_attack_beside_a_working_one_is_not_masking() -> None:
+    acc = {"fgsm:eps=8/255": 0.9, "pgd:eps=8/255": 0.2}
+    sec = SanityAnalysis().summarize(sound_arrays(0.9, acc), summary(list(acc)))
+    check = checks_by_name(sec)["accuracy_vs_eps"]
+    assert check["flagged"] is False
+    assert check["details"]["ineffective"] == [
+        "fgsm: accuracy does not fall from clean (0.900) up to eps 8/255 (0.900)"]
+    assert "a weak attack, not a sign of masking" in check["message"]

@@ -15,9 +15,12 @@ import pytest
 
 from workers.analyses.alignment import attack_field
 from workers.analyses.base import Section, SummaryContext
+from workers.analyses.bootstrap import Bootstrap
 from workers.analyses.clinical import ClinicalAnalysis
 from workers.analyses.quantitative import QuantitativeAnalysis
 from workers.analyses.sanity import SanityAnalysis
+from workers.analyses.subgroups import summarize_subgroups
+from workers.analyses.worst_case import summarize_worst_case
 from workers.reports.builder import build_report
 from workers.reports.images import perturbation_heatmap, to_png
 
@@ -65,15 +68,27 @@ def _arrays(flipped: dict[str, int]) -> dict[str, dict[str, np.ndarray]]:
     return {"quantitative": quant, "clinical": clin, "sanity": sanity}
 
 
-def make_sections(flipped: dict[str, int] | None = None) -> list[Section]:
+def metadata() -> list[dict[str, str]]:
+    """Images 0-29 (the ones pgd at 4/255 flips) are women: the group below the rest."""
+    return [{"PatientSex": "F" if i < 30 or i >= 80 else "M",
+             "ViewPosition": "PA" if i % 2 else "AP"} for i in range(N)]
+
+
+def make_sections(flipped: dict[str, int] | None = None,
+                  meta: list[dict[str, str]] | None = None) -> list[Section]:
+    """The sections the engine would make: quantitative, then the two derived from it
+    (worst_case, subgroups), then clinical and sanity."""
     flipped = flipped or FLIPPED
     arrays = _arrays(flipped)
     ctx_q = SummaryContext(labels=LABELS, task="single-label", head="softmax",
                            attack_keys=list(flipped), params={"seed": 0, "n_bootstrap": 200})
     ctx = SummaryContext(labels=LABELS, task="single-label", head="softmax",
                          attack_keys=list(flipped), params={"seed": 0})
+    boot = Bootstrap(200, 0.95, 0)
     return [
         QuantitativeAnalysis().summarize(arrays["quantitative"], ctx_q),
+        summarize_worst_case(arrays["quantitative"], ctx, boot),
+        summarize_subgroups(arrays["quantitative"], ctx, boot, meta),
         ClinicalAnalysis().summarize(arrays["clinical"], ctx),
         SanityAnalysis().summarize(arrays["sanity"], ctx),
     ]
@@ -111,7 +126,7 @@ def make_report(policy: dict[str, Any] | None = None, *, model_name: str = "tiny
 @functools.cache
 def default_sections() -> list[Section]:
     """Built once: summarizing draws the figures, which takes a second."""
-    return make_sections()
+    return make_sections(meta=metadata())
 
 
 @pytest.fixture(scope="session")
@@ -151,3 +166,35 @@ def samples() -> list[dict[str, Any]]:
             "adv_pred": {"label": "normal", "probability": 0.87},
         })
     return out
+
+
+@functools.cache
+def full_audit() -> tuple[dict[str, Any], list[Section]]:
+    """A real multi-label audit with every analysis, many attack settings and metadata:
+    the widest report the tests render (the tiny blob model trains in a few seconds)."""
+    from tests.support.blobs import trained_model
+    from workers.audit import run_audit
+
+    trained = trained_model("multi-label")
+    n = 24
+    meta = [{"PatientSex": "F" if i % 3 else "M", "ViewPosition": "PA" if i % 2 else "AP"}
+            for i in range(n)]
+    attacks = [
+        {"name": "pgd", "params": {"eps": [2 / 255, 4 / 255, 8 / 255], "steps": 5}},
+        {"name": "fgsm", "params": {"eps": 8 / 255}},
+        {"name": "square", "params": {"eps": 8 / 255, "queries": 30}},
+        {"name": "gap", "params": {"eps": 8 / 255, "epochs": 1}},
+        {"name": "deepfool"},
+    ]
+    analyses = [{"name": name} for name in (
+        "quantitative", "clinical", "sanity", "features", "gradcam", "discriminability",
+        "label_correlation", "perturbations")]
+    return run_audit(trained.model, trained.images[:n], trained.labels[:n], attacks,
+                     analyses=analyses, masks=trained.masks[:n], metadata=meta,
+                     policy={"min_robust_accuracy": {"eps=8/255": 0.5},
+                             "require_reliable": True})
+
+
+@pytest.fixture(name="full_audit", scope="session")
+def full_audit_fixture() -> tuple[dict[str, Any], list[Section]]:
+    return full_audit()

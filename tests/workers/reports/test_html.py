@@ -82,7 +82,7 @@ def test_escapes_user_strings(make_report: Callable[..., dict[str, Any]],
     }]
     html = render_html(report, sections, samples)
     assert "<script" not in html.lower()
-    assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in html
+    assert "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;" in html
     assert "http://evil" not in [u[2] for u in parse(html).urls]
     assert "script" not in parse(html).tags
 
@@ -123,7 +123,7 @@ def test_figures_in_section_order(report: dict[str, Any], sections: list[Section
 
 def test_unknown_section_rendered_generically(report: dict[str, Any],
                                               sections: list[Section]) -> None:
-    report["sections"]["label_correlation"] = {
+    report["sections"]["custom_analysis"] = {
         "applicable": True,
         "figures": ["corr.png"],
         "mean_abs_change": 0.125,
@@ -134,10 +134,14 @@ def test_unknown_section_rendered_generically(report: dict[str, Any],
     report["sections"]["gradcam"] = {"applicable": False, "figures": [],
                                       "reason": "no convolutional layer"}
     fig = Figure(name="corr", title="Correlation", png=sections[0].figures[0].png)
-    html = render_html(report, [*sections, Section("label_correlation", True, {}, figures=[fig])])
+    html = render_html(report, [*sections, Section("custom_analysis", True, {}, figures=[fig])])
     text = " ".join(parse(html).text)
     for value in ("0.125", "0.500", "0.250", "0.750", "frobenius", "max_change"):
         assert value in text
+    assert "<pre" not in html  # tables, never a JSON dump
+    start = html.index('id="sec-custom-analysis"')
+    assert "<th>pgd:eps=4/255</th>" not in html[start:]  # rows are keyed, not columns
+    assert "<td>pgd:eps=4/255</td>" in html[start:]
     assert "Not applicable: no convolutional layer" in text
     assert 'alt="Correlation"' in html
 
@@ -192,3 +196,60 @@ def test_sections_missing_from_the_json_are_rendered(report: dict[str, Any],
     assert "&lt;hardened&gt;" in html
     assert 'id="sec-training"' in html
     assert "0.312" in text
+
+
+def test_checks_with_nothing_to_judge_say_not_applicable(report: dict[str, Any],
+                                                        sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    start = html.index('id="sec-sanity"')
+    sanity = html[start:html.index("</section>", start)]
+    # The hand-made arrays have no gradient probe: the check is not applicable, not "ok".
+    row = sanity[sanity.index("loss_vs_steps"):]
+    row = row[:row.index("</tr>")]
+    assert '<td class="na">not applicable</td>' in row
+    assert ">ok<" not in row
+
+
+def test_clinical_denominators_are_explained(report: dict[str, Any],
+                                             sections: list[Section]) -> None:
+    text = " ".join(parse(render_html(report, sections)).text)
+    assert "At risk for a missed disease: the diseased images called diseased" in text
+    assert "(100)" in text
+
+
+def test_worst_case_and_subgroups_are_shown(report: dict[str, Any],
+                                            sections: list[Section]) -> None:
+    html = render_html(report, sections)
+    text = " ".join(parse(html).text)
+    assert "Worst case per budget" in text
+    assert "linf:eps=8/255" in text
+    assert "Groups significantly below the rest:" in text
+    assert "PatientSex = F: linf:eps=4/255 accuracy 0.400 vs 1.000" in text
+
+
+def test_defense_sections(report: dict[str, Any], sections: list[Section]) -> None:
+    comparison = Section("defense_comparison", True, {"rows": [
+        {"attack": "pgd:eps=4/255", "clean_before": 0.9, "robust_before": 0.1,
+         "clean_after": 0.85, "robust_after": 0.55, "robust_gain": 0.45}]})
+    training = Section("training", True, {"epochs": [{"epoch": 1, "loss": 0.6931471805599453}]})
+    html = render_html(report, [*sections, comparison, training])
+    text = " ".join(parse(html).text)
+    assert "Before and after the defense" in text
+    start = html.index('id="sec-defense-comparison"')
+    assert '<td class="num ok">0.450</td>' in html[start:]
+    assert "0.693" in text
+    assert "0.6931471805599453" not in text
+
+
+def test_metadata_values_are_escaped(make_report: Callable[..., dict[str, Any]],
+                                     make_sections: Callable[..., list[Section]]) -> None:
+    hostile = '<img src=x onerror="alert(1)">'
+    meta = [{"Manufacturer": hostile if i % 2 else "Acme", "site<b>": "a" if i < 50 else "b"}
+            for i in range(100)]
+    sections = make_sections(meta=meta)
+    html = render_html(make_report(sections=sections), sections)
+    doc = parse(html)
+    assert "onerror" not in " ".join(u[2] for u in doc.urls)
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;" in html
+    assert "site&lt;b&gt;" in html

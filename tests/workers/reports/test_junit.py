@@ -72,14 +72,19 @@ def test_sanity_checks_pass_or_are_skipped(
     make_report: Callable[..., dict[str, Any]], make_sections: Callable[..., list[Section]]
 ) -> None:
     clean = suite(parse(render_junit(make_report())), "robustdx.sanity")
-    assert int(clean.get("tests") or 0) == 6
-    assert clean.get("skipped") == "0"
+    assert int(clean.get("tests") or 0) == 8
+    # The hand-made arrays have no gradient probe: that check has nothing to judge.
+    (probe,) = [c for c in clean.findall("testcase") if c.find("skipped") is not None]
+    assert probe.get("name") == "loss_vs_steps"
+    probe_skip = probe.find("skipped")
+    assert probe_skip is not None
+    assert (probe_skip.get("message") or "").startswith("not applicable:")
     flagged_sections = make_sections({"pgd:eps=4/255": 10, "pgd:eps=8/255": 20,
                                       "square:eps=8/255": 70})
     root = parse(render_junit(make_report(sections=flagged_sections)))
     sanity = suite(root, "robustdx.sanity")
     skipped = [c for c in sanity.findall("testcase") if c.find("skipped") is not None]
-    assert [c.get("name") for c in skipped] == ["black_box_beats_white_box"]
+    assert [c.get("name") for c in skipped] == ["black_box_beats_white_box", "loss_vs_steps"]
     element = skipped[0].find("skipped")
     assert element is not None
     assert "may be unreliable" in (element.get("message") or "")
@@ -91,3 +96,12 @@ def test_hostile_strings_stay_well_formed(make_report: Callable[..., dict[str, A
     root = parse(render_junit(report))
     props = {p.get("name"): p.get("value") for p in root.iter("property")}
     assert props["model"] == '<model & "x"> bell'
+
+
+def test_budget_rules_are_named_by_budget(make_report: Callable[..., dict[str, Any]]) -> None:
+    root = parse(render_junit(make_report({"min_robust_accuracy": 0.5})))
+    policy = suite(root, "robustdx.policy")
+    names = [c.get("name") for c in policy.findall("testcase")]
+    assert names == ["min_robust_accuracy[linf:eps=4/255]", "min_robust_accuracy[linf:eps=8/255]"]
+    failed = [c.get("name") for c in policy.findall("testcase") if c.find("failure") is not None]
+    assert failed == ["min_robust_accuracy[linf:eps=8/255]"]
