@@ -26,10 +26,19 @@ ATTACK_POLICY_RULES: tuple[str, ...] = (
     "max_attack_success_rate", "max_accuracy_drop",
 )
 #: Audit-wide policy rules (one threshold).
-GLOBAL_POLICY_RULES: tuple[str, ...] = ("min_clean_accuracy", "min_clean_auroc")
+GLOBAL_POLICY_RULES: tuple[str, ...] = (
+    "min_clean_accuracy", "min_clean_auroc", "min_subgroup_clean_accuracy",
+)
+#: Per-budget rules on the worst case over a budget's attacks (a threshold per budget,
+#: written ``[norm:]eps=value`` like ``"linf:eps=4/255"``, or one for every budget).
+BUDGET_POLICY_RULES: tuple[str, ...] = (
+    "min_robust_accuracy", "min_robust_auroc", "min_subgroup_robust_accuracy",
+)
 #: Policy rules that take ``true`` instead of a threshold.
 FLAG_POLICY_RULES: tuple[str, ...] = ("require_reliable",)
-POLICY_RULES: tuple[str, ...] = (*GLOBAL_POLICY_RULES, *ATTACK_POLICY_RULES, *FLAG_POLICY_RULES)
+POLICY_RULES: tuple[str, ...] = (
+    *GLOBAL_POLICY_RULES, *ATTACK_POLICY_RULES, *BUDGET_POLICY_RULES, *FLAG_POLICY_RULES,
+)
 #: A policy may also compare with a baseline audit (:mod:`app.core.comparison`).
 BASELINE_POLICY_KEYS: tuple[str, ...] = ("baseline", "max_regression")
 

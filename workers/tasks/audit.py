@@ -244,7 +244,7 @@ def finalize(job_id: str) -> None:
 
         write_outcomes(rt.storage.job_dir(job_id), arrays, engine.model.card,
                        [s.key for s in engine.settings])
-        sections = [*engine.summarize(arrays), *loaded.skipped]
+        sections = [*engine.summarize(arrays, loaded.dataset.metadata()), *loaded.skipped]
         from workers.audit.rendering import grid_samples, write_report_files
 
         samples = grid_samples(arrays, engine.model.card.labels, engine.model.card.task)
