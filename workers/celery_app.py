@@ -36,7 +36,8 @@ def make_celery(settings: Settings) -> Celery:
         },
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
-        imports=["workers.tasks.check", "workers.tasks.audit", "workers.tasks.defense"],
+        imports=["workers.tasks.check", "workers.tasks.audit", "workers.tasks.defense",
+                 "workers.tasks.dicom_routing"],
     )
     return celery
 

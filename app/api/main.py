@@ -17,6 +17,8 @@ from app.api.routes import (
     checks,
     datasets,
     defenses,
+    dicom,
+    dicomweb,
     health,
     jobs,
     models,
@@ -100,4 +102,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audits.router)
     app.include_router(defenses.router)
     app.include_router(schemas.router)
+    app.include_router(dicomweb.router)
+    app.include_router(dicom.router)
     return app

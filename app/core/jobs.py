@@ -19,7 +19,7 @@ from models.errors import ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-JOB_KINDS = ("audit", "defense", "check")
+JOB_KINDS = ("audit", "defense", "check", "route")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 
 #: The task that starts (or resumes) each kind of job.
@@ -27,6 +27,7 @@ ENTRY_TASK = {
     "check": "robustdx.check_model",
     "audit": "robustdx.audit.plan",
     "defense": "robustdx.defense.train",
+    "route": "robustdx.dicom.route",
 }
 
 

@@ -17,6 +17,7 @@ TASK_QUEUES: dict[str, str] = {
     "robustdx.audit.shard": "gpu",
     "robustdx.audit.finalize": "cpu",
     "robustdx.defense.train": "gpu",
+    "robustdx.dicom.route": "gpu",
 }
 
 

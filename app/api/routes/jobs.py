@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=ERRORS)
 def get_jobs(
     session: SessionDep,
     tenant: TenantDep,
-    kind: Literal["audit", "defense", "check"] | None = None,
+    kind: Literal["audit", "defense", "check", "route"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> JobPage:

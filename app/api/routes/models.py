@@ -284,7 +284,11 @@ async def predict(
     n: Annotated[int, Query(ge=1, le=10_000, description="Noisy copies counted")] = 100,
     alpha: Annotated[float, Query(gt=0.0, lt=0.5, description="Certificate failure rate")] = 0.001,
     seed: Annotated[int | None, Query(ge=0, description="Seed of the noise")] = None,
-) -> PredictResponse | PredictBatchResponse:
+    format: Annotated[
+        Literal["json", "dicom-sr"],
+        Query(description="`dicom-sr`: a TID 1500 DICOM SR per (DICOM) image"),
+    ] = "json",
+) -> PredictResponse | PredictBatchResponse | Response:
     # The hot path takes no sub-dependencies: the key check and the model look-up run in
     # one thread-pool hop. ``TenantDep`` + ``model_or_404`` do the same checks (401, then
     # 404 for another tenant's id) through a chain of synchronous dependencies, each a
@@ -303,6 +307,7 @@ async def predict(
             model_id,
             authorization,
             SmoothingRequest(sigma, n, alpha, seed) if defense == "smoothing" else None,
+            format,
         )
     finally:
         if ticket is not None:
@@ -317,7 +322,8 @@ async def _predict(
     model_id: str,
     authorization: str | None,
     smoothing: SmoothingRequest | None,
-) -> PredictResponse | PredictBatchResponse:
+    fmt: str = "json",
+) -> PredictResponse | PredictBatchResponse | Response:
     row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
     settings = state.settings
     limit = settings.max_image_bytes
@@ -337,7 +343,7 @@ async def _predict(
         raise InvalidInputError("send one 'file' or several 'files', not both")
     if not single and not several:
         raise InvalidInputError("no image: send the form field 'file' (or 'files')")
-    return await predict_uploads(
+    answer = await predict_uploads(
         service,
         state.storage,
         row,
@@ -348,3 +354,8 @@ async def _predict(
         smoothing_batch=max(settings.batch_max_size, 128),
         ticket=ticket,
     )
+    if fmt == "dicom-sr":
+        from app.api.services.dicom_results import sr_response
+
+        return await run_in_threadpool(sr_response, row, single or several, answer)
+    return answer

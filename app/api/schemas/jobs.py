@@ -14,7 +14,7 @@ class JobStatus(BaseModel):
     """The one status shape every job has (audit, defense, model check)."""
 
     id: str
-    kind: Literal["audit", "defense", "check"]
+    kind: Literal["audit", "defense", "check", "route"]
     status: JobState
     progress: float = Field(ge=0.0, le=1.0)
     stage: str
