@@ -183,6 +183,14 @@ def _uid(ds: Dataset, elem: DataElement, pseudo: Pseudonymizer) -> None:
         elem.value = pseudo.uid(str(elem.value))
 
 
+def _keep_references(ds: Dataset, elem: DataElement, pseudo: Pseudonymizer) -> None:
+    """X/Z/U*: a reference sequence is kept with its UIDs replaced (its items were
+    cleaned above, where Referenced SOP Instance UID is U), so references between the
+    instances of a study still resolve."""
+    if elem.VR != "SQ":
+        _uid(ds, elem, pseudo)
+
+
 _APPLY: dict[str, Callable[[Dataset, DataElement, Pseudonymizer], None]] = {
-    "D": _dummy, "Z": _empty, "X": _remove, "U": _uid, "XU": _uid,
+    "D": _dummy, "Z": _empty, "X": _remove, "U": _uid, "XU": _keep_references,
 }
