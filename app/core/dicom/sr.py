@@ -91,11 +91,29 @@ def _group(source: Dataset, findings: Sequence[Finding], algo: Algorithm,
     )
 
 
+#: Type 2 attributes of the patient and study modules the SR copies; many modality
+#: files (and phantoms) leave some out, and an SR must carry them, empty if unknown.
+_TYPE2 = ("PatientName", "PatientID", "PatientBirthDate", "PatientSex", "StudyDate",
+          "StudyTime", "StudyID", "AccessionNumber", "ReferringPhysicianName")
+
+
+def _with_type2(source: Dataset) -> Dataset:
+    missing = [k for k in _TYPE2 if k not in source]
+    if not missing:
+        return source
+    copy = Dataset(source)  # shallow: the caller's header is left as it was
+    copy.file_meta = getattr(source, "file_meta", Dataset())
+    for keyword in missing:
+        setattr(copy, keyword, "")
+    return copy
+
+
 def diagnosis_sr(source: Dataset, findings: Sequence[Finding], algo: Algorithm) -> Dataset:
     """A TID 1500 Comprehensive SR of one image's diagnosis (see module doc).
 
     ``source`` needs its patient, study and SOP common attributes (no pixel data).
     """
+    source = _with_type2(source)
     key = (str(source.SOPInstanceUID), algo.sha256, algo.model_id)
     observer = hd.sr.ObserverContext(
         observer_type=codes.DCM.Device,
