@@ -65,7 +65,8 @@ class Orthanc:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"Orthanc exited: {(self.workdir / 'orthanc.log').read_text()[-2000:]}")
+                tail = (self.workdir / "orthanc.log").read_text()[-2000:]
+                raise RuntimeError(f"Orthanc exited: {tail}")
             with contextlib.suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/system", timeout=1).status_code == 200:
                     return self

@@ -36,7 +36,8 @@ def test_marks_the_method_and_keeps_what_the_model_needs() -> None:
     assert ds.PatientIdentityRemoved == "YES"
     assert ds.DeidentificationMethod == METHOD
     assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100"]
-    assert ds.Modality == "CT" and ds.SOPClassUID == CT
+    assert ds.Modality == "CT"
+    assert ds.SOPClassUID == CT
     assert (ds.pixel_array == original.pixel_array).all()
 
 
@@ -55,7 +56,8 @@ def test_uids_map_consistently_within_a_study_and_across_calls() -> None:
     assert a.file_meta.MediaStorageSOPInstanceUID == a.SOPInstanceUID
     # A reference inside a sequence follows the instance it points to.
     assert a.SourceImageSequence[0].ReferencedSOPInstanceUID == a.SOPInstanceUID
-    assert str(a.StudyInstanceUID).startswith("2.25.") and len(a.StudyInstanceUID) <= 64
+    assert str(a.StudyInstanceUID).startswith("2.25.")
+    assert len(a.StudyInstanceUID) <= 64
 
 
 def test_another_tenant_gets_other_pseudonyms() -> None:

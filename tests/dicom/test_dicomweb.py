@@ -50,7 +50,8 @@ def test_stow_stores_and_answers_the_standard_response(hospital: Api) -> None:
     response = stow(hospital, parts)
     assert response.status_code == 200, response.text
     answer = stow_answer(200, response.json())
-    assert len(answer.stored) == 3 and answer.failed == []
+    assert len(answer.stored) == 3
+    assert answer.failed == []
     pseudo_study = stored_study(hospital, study)
     url = values(answer.stored[0], "00081190")[0]
     assert f"/dicomweb/studies/{pseudo_study}/series/" in url
@@ -94,7 +95,8 @@ def test_duplicates_are_stored_once(hospital: Api) -> None:
     data = make_dicom()
     first = stow(hospital, [data, data])
     second = stow(hospital, [data])
-    assert first.status_code == 200 and second.status_code == 200
+    assert first.status_code == 200
+    assert second.status_code == 200
     assert len(stow_answer(200, first.json()).stored) == 2
     assert len(stored_files(hospital)) == 1
     assert len(qido(hospital, "/dicomweb/instances")) == 1
@@ -150,11 +152,14 @@ def test_qido_matching(hospital: Api) -> None:
     assert len(qido(hospital, StudyDate="20240320")) == 1
     assert qido(hospital, StudyDate="20250101-") == []
     mr = qido(hospital, Modality="MR")
-    assert len(mr) == 1 and values(mr[0], "00080061") == ["CT", "MR"]
-    assert values(mr[0], "00201208") == [2] and values(mr[0], "00201206") == [2]
+    assert len(mr) == 1
+    assert values(mr[0], "00080061") == ["CT", "MR"]
+    assert values(mr[0], "00201208") == [2]
+    assert values(mr[0], "00201206") == [2]
     assert len(qido(hospital, **{"00080061": "CT"})) == 2
     page = qido(hospital, limit="1", offset="1")
-    assert len(page) == 1 and values(page[0], "0020000D")[0] == stored_study(hospital, two)
+    assert len(page) == 1
+    assert values(page[0], "0020000D")[0] == stored_study(hospital, two)
 
 
 def test_qido_series_and_instances_levels(hospital: Api) -> None:
@@ -206,9 +211,11 @@ def test_wado_retrieves_what_was_stored(hospital: Api) -> None:
     [single] = split_multipart(one.content, one.headers["content-type"])
     assert pydicom.dcmread(io.BytesIO(single)).SOPInstanceUID == first.SOPInstanceUID
     meta = hospital.client.get(f"/dicomweb/studies/{stored}/metadata", headers=hospital.auth)
-    assert meta.status_code == 200 and len(meta.json()) == 2
+    assert meta.status_code == 200
+    assert len(meta.json()) == 2
     pixel = meta.json()[0]["7FE00010"]
-    assert "BulkDataURI" in pixel and "InlineBinary" not in pixel
+    assert "BulkDataURI" in pixel
+    assert "InlineBinary" not in pixel
     assert values(meta.json()[0], "0020000D") == [stored]
 
 

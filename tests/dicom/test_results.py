@@ -58,9 +58,11 @@ def test_sr_names_the_algorithm() -> None:
     assert set(_text(sr, "111001")) == {"chest-tiny"}  # Algorithm Name
     assert set(_text(sr, "111003")) == {"m123"}  # Algorithm Version
     params = _text(sr, "111002")
-    assert f"sha256={'ab' * 32}" in params and "threshold=0.6" in params
+    assert f"sha256={'ab' * 32}" in params
+    assert "threshold=0.6" in params
     devices = [i for i in _items(sr) if i.ConceptNameCodeSequence[0].CodeValue == "121013"]
-    assert devices and devices[0].TextValue == "RobustDx"  # Device Observer Name
+    assert devices
+    assert devices[0].TextValue == "RobustDx"
 
 
 def test_sr_reads_back_with_highdicom_and_is_deterministic() -> None:
@@ -85,7 +87,8 @@ def test_the_judgement_follows_the_card() -> None:
 
 def test_long_labels_fit_a_code_value() -> None:
     concept = finding_concept("Pleural effusion, left-sided and loculated")
-    assert len(concept.value) <= 16 and concept.meaning.startswith("Pleural effusion")
+    assert len(concept.value) <= 16
+    assert concept.meaning.startswith("Pleural effusion")
     assert concept.value != finding_concept("Pleural effusion, right-sided").value
 
 
