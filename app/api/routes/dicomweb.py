@@ -15,6 +15,7 @@ Errors other than per-instance failures use the service's JSON error shape.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from typing import Annotated, Any
 
@@ -219,3 +220,21 @@ def retrieve_instance(study: str, series: str, instance: str, request: Request,
 def instance_metadata(study: str, series: str, instance: str, request: Request,
                       session: SessionDep, tenant: TenantDep) -> JSONResponse:
     return _metadata(request, _rows(request, session, tenant.id, study, series, instance))
+
+
+class _RedactQueries(logging.Filter):
+    """Access logs print each request's query string; a QIDO query holds patient
+    identifiers (``PatientID=...``), so it is replaced for DICOMweb paths."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            path = args[2]
+            if path.startswith("/dicomweb") and "?" in path:
+                record.args = (*args[:2], path.split("?", 1)[0] + "?<query withheld>",
+                               *args[3:])
+        return True
+
+
+ACCESS_LOG_FILTER = _RedactQueries()
+logging.getLogger("uvicorn.access").addFilter(ACCESS_LOG_FILTER)

@@ -72,16 +72,17 @@ def _labelled(rows: list[DicomInstanceRow], header: list[str], body: list[list[s
     for row in rows:
         by_key.setdefault(row.sop_uid if level == "sop" else row.study_uid, []).append(row)
     out, missing = [], []
-    for line in body:
+    for number, line in enumerate(body, start=2):
         key = line[col].strip() if col < len(line) else ""
         found = next((by_key[k] for k in candidates(settings, [key]) if k in by_key), None)
         if found is None:
-            missing.append(key[:64])
+            missing.append(number)  # the line, not the key: it may be an identifier
             continue
         out += [(row, line) for row in found]
     if missing:
-        raise InvalidDatasetError(f"{len(missing)} CSV keys match no instance of the query",
-                                  {"missing": missing[:20]})
+        raise InvalidDatasetError(
+            f"{len(missing)} CSV rows match no instance of the query (lines "
+            f"{', '.join(map(str, missing[:20]))})", {"lines": missing[:100]})
     return out
 
 

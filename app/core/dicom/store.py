@@ -36,10 +36,12 @@ from app.core.dicom.errors import (
     DicomRefusedError,
     DicomTooLargeError,
 )
+from app.core.dicom.logs import install as _withhold_values
 from app.core.dicom.sop import ACCEPTED_SOP_CLASSES
 from app.core.storage import Storage, write_atomic
 
 logger = logging.getLogger(__name__)
+_withhold_values()
 
 _UID = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 #: Header attributes kept in the QIDO index (study, series and instance level).
