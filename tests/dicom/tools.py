@@ -15,11 +15,12 @@ import pytest
 from app.cli.embedded_broker import free_port
 from app.core.settings import Settings
 
-INSTALL_HINT = "install it with `make dicom-tools` (apt-get install orthanc orthanc-dicomweb dcmtk)"
+INSTALL_HINT = ("install it with `make dicom-tools` (apt-get install orthanc "
+                "orthanc-dicomweb dcmtk)")
 
 
 def need(program: str) -> str:
-    path = shutil.which(program)
+    path = shutil.which(program) or shutil.which(program, path="/usr/sbin:/usr/bin")
     if path is None:
         pytest.skip(f"{program} is not installed and could not be installed: {INSTALL_HINT}")
     return path
