@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import multiprocessing
 import platform
 import statistics
 import subprocess
@@ -23,6 +24,7 @@ import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -45,18 +47,18 @@ def _instances(n: int, seed: int) -> list[bytes]:
     return [make_dicom(seed=seed * 100_000 + i, size=SIZE) for i in range(n)]
 
 
-def _wait(start_at: float) -> None:
-    time.sleep(max(0.0, start_at - time.time()))
+def _wait(barrier: Any) -> None:
+    barrier.wait(timeout=300)
 
 
-def _c_store(port: int, n: int, seed: int, start_at: float) -> tuple[int, float]:
+def _c_store(port: int, n: int, seed: int, barrier: Any) -> tuple[int, float]:
     import pydicom
     from pynetdicom import AE
 
     datasets = [pydicom.dcmread(io.BytesIO(d)) for d in _instances(n, seed)]
     ae = AE(ae_title="BENCH")
     ae.add_requested_context("1.2.840.10008.5.1.4.1.1.2")
-    _wait(start_at)
+    _wait(barrier)
     assoc = ae.associate("127.0.0.1", port, ae_title="ROBUSTDX")
     assert assoc.is_established
     ok = sum(assoc.send_c_store(ds).Status == 0 for ds in datasets)
@@ -64,10 +66,10 @@ def _c_store(port: int, n: int, seed: int, start_at: float) -> tuple[int, float]
     return ok, time.time()
 
 
-def _stow(url: str, key: str, n: int, seed: int, start_at: float) -> tuple[int, float]:
+def _stow(url: str, key: str, n: int, seed: int, barrier: Any) -> tuple[int, float]:
     parts = _instances(n, seed)
     ok = 0
-    _wait(start_at)
+    _wait(barrier)
     with httpx.Client(timeout=120) as client:
         for start in range(0, n, STOW_BATCH):
             body, ctype = multipart_related(parts[start:start + STOW_BATCH])
@@ -79,15 +81,16 @@ def _stow(url: str, key: str, n: int, seed: int, start_at: float) -> tuple[int, 
 
 
 def _rate(fn, clients: int, per_client: int, *args: object) -> float:
-    """Every sender builds its instances, then all start at one agreed time (so building
-    them is not timed); the rate is what was stored over the time to the last one."""
-    start_at = time.time() + 3.0 + 0.02 * per_client
-    calls = [(*args, per_client, 1 + c + clients * 10, start_at) for c in range(clients)]
-    with ProcessPoolExecutor(clients) as pool:
-        answers = list(pool.map(fn, *zip(*calls, strict=True)))
-    if start_at > min(end for _, end in answers):
-        raise RuntimeError("a sender was not ready at the start time; raise the margin")
-    return sum(n for n, _ in answers) / (max(end for _, end in answers) - start_at)
+    """Every sender builds its instances, then all start together at a barrier (so
+    building them is not timed); the rate is what was stored over the time to the last."""
+    with multiprocessing.Manager() as manager, ProcessPoolExecutor(clients) as pool:
+        barrier = manager.Barrier(clients + 1)
+        futures = [pool.submit(fn, *args, per_client, 1 + c + clients * 10, barrier)
+                   for c in range(clients)]
+        barrier.wait(timeout=300)
+        start = time.time()
+        answers = [f.result() for f in futures]
+    return sum(n for n, _ in answers) / (max(end for _, end in answers) - start)
 
 
 def _round_trips(svc: Service, key: str, orthanc: Orthanc, count: int) -> list[float]:
