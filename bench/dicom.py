@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -80,7 +81,8 @@ def _stow(url: str, key: str, n: int, seed: int, barrier: Any) -> tuple[int, flo
     return ok, time.time()
 
 
-def _rate(fn, clients: int, per_client: int, *args: object) -> float:
+def _rate(fn: Callable[..., tuple[int, float]], clients: int, per_client: int,
+          *args: object) -> float:
     """Every sender builds its instances, then all start together at a barrier (so
     building them is not timed); the rate is what was stored over the time to the last."""
     with multiprocessing.Manager() as manager, ProcessPoolExecutor(clients) as pool:

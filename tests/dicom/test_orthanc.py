@@ -162,7 +162,7 @@ def _check_sr(sr: pydicom.Dataset, source: pydicom.Dataset) -> None:
 
 def test_c_store_push_and_sr_back_by_c_store(pacs: Pacs) -> None:
     _configure(pacs)
-    ct = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    ct = Path(str(get_testdata_file("CT_small.dcm"))).read_bytes()
     from models.phantoms import generate
     from models.phantoms.export import phantom_dicom
 
@@ -186,7 +186,7 @@ def test_c_store_push_and_sr_back_by_c_store(pacs: Pacs) -> None:
 
 def test_dicomweb_push_and_sr_back_by_stow(pacs: Pacs) -> None:
     _configure(pacs)
-    mr = Path(get_testdata_file("MR_small.dcm")).read_bytes()
+    mr = Path(str(get_testdata_file("MR_small.dcm"))).read_bytes()
     up = pacs.orthanc.upload(mr)
     before = len(_route_jobs(pacs, 0))
     answer = pacs.orthanc.post("/dicom-web/servers/robustdx/stow",

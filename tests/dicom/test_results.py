@@ -69,7 +69,7 @@ def test_sr_reads_back_with_highdicom_and_is_deterministic() -> None:
     source = pydicom.dcmread(io.BytesIO(make_dicom()))
     first, second = diagnosis_sr(source, FINDINGS, ALGO), diagnosis_sr(source, FINDINGS, ALGO)
     assert first.SOPInstanceUID == second.SOPInstanceUID
-    parsed = hd.sr.srread(io.BytesIO(encode(first)))
+    parsed: Any = hd.sr.srread(io.BytesIO(encode(first)))
     [group] = parsed.content.get_image_measurement_groups()
     names = {m.name.meaning: m.value for m in group.get_measurements()}
     assert names == {"effusion": pytest.approx(0.71), "nodule": pytest.approx(0.2)}

@@ -102,7 +102,8 @@ def _with_type2(source: Dataset) -> Dataset:
     if not missing:
         return source
     copy = Dataset(source)  # shallow: the caller's header is left as it was
-    copy.file_meta = getattr(source, "file_meta", Dataset())
+    if hasattr(source, "file_meta"):
+        copy.file_meta = source.file_meta
     for keyword in missing:
         setattr(copy, keyword, "")
     return copy
