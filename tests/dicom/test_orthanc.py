@@ -217,3 +217,50 @@ def test_a_destination_that_is_down_is_retried_then_fails_visibly(pacs: Pacs) ->
         for value in PHI_VALUES:
             assert value not in text
     assert os.path.exists(pacs.svc.data_dir / "scp.log")
+
+
+def test_audit_of_stored_studies_goes_back_as_pdf(pacs: Pacs) -> None:
+    """Studies the PACS sent become a dataset; its audit's summary PDF is stored in each
+    audited study, served by WADO-RS, and accepted by Orthanc over STOW-RS."""
+    from app.core.dicom.send import stow
+
+    _configure(pacs)
+    secondary = "1.2.840.10008.5.1.4.1.1.7"  # no routing rule for OT
+    studies = [pydicom.uid.generate_uid() for _ in range(2)]
+    files = [make_dicom(sop_class=secondary, modality="OT", study=studies[i % 2], seed=i)
+             for i in range(6)]
+    rows = ["SOPInstanceUID,effusion,nodule,cardiomegaly"] + [
+        f"{pydicom.dcmread(io.BytesIO(f)).SOPInstanceUID},{i % 2},{(i // 2) % 2},0"
+        for i, f in enumerate(files)]
+    body, headers = stow_body(files)
+    with pacs.api() as c:
+        assert c.post("/dicomweb/studies", content=body, headers=headers).status_code == 200
+        r = c.post("/v1/datasets/from-studies", json={
+            "query": {"Modality": "OT"}, "labels_csv": "\n".join(rows) + "\n"})
+        assert r.status_code == 201, r.text
+        assert r.json()["count"] == 6
+        r = c.post("/v1/audits", json={
+            "model_id": pacs.model_id, "dataset_id": r.json()["id"],
+            "attacks": [{"name": "fgsm", "params": {"eps": "2/255"}}],
+            "analyses": ["quantitative"], "options": {"batch_size": 8, "shard_size": 8}})
+        assert r.status_code == 202, r.text
+        audit_id = r.json()["id"]
+    assert pacs.svc.wait_job(pacs.key, audit_id, timeout=240)["status"] == "succeeded"
+    with pacs.api() as c:
+        r = c.post(f"/v1/dicom/audits/{audit_id}/results")
+        assert r.status_code == 201, r.text
+        instances = r.json()["instances"]
+        assert sorted(i["study_uid"] for i in instances) == sorted(studies)
+        path = httpx.URL(instances[0]["url"]).path
+        retrieved = c.get(path)
+    from tests.dicom.support import split_multipart
+
+    [data] = split_multipart(retrieved.content, retrieved.headers["content-type"])
+    pdf = pydicom.dcmread(io.BytesIO(data))
+    assert pdf.SOPClassUID == "1.2.840.10008.5.1.4.1.1.104.1"
+    assert pdf.StudyInstanceUID == instances[0]["study_uid"]
+    assert bytes(pdf.EncapsulatedDocument).startswith(b"%PDF")
+    stow(f"{pacs.orthanc.url}/dicom-web/studies", [data])
+    found = pacs.orthanc.post("/tools/find", {"Level": "Instance", "Query": {
+        "SOPInstanceUID": str(pdf.SOPInstanceUID)}})
+    assert len(found) == 1
