@@ -115,6 +115,24 @@ def test_predict_answers_an_sr(hospital: Api, chest_model: dict[str, Any]) -> No
     assert sr.StudyInstanceUID == pydicom.dcmread(io.BytesIO(image)).StudyInstanceUID
 
 
+def test_predict_several_answers_multipart_srs(hospital: Api,
+                                               chest_model: dict[str, Any]) -> None:
+    from tests.dicom.support import split_multipart
+
+    images = [make_dicom(seed=6), make_dicom(seed=7)]
+    response = hospital.predict(chest_model["id"], ("a.dcm", images[0]), ("b.dcm", images[1]),
+                                format="dicom-sr")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("multipart/related")
+    parts = split_multipart(response.content, response.headers["content-type"])
+    srs = [pydicom.dcmread(io.BytesIO(p)) for p in parts]
+    sources = [pydicom.dcmread(io.BytesIO(i)) for i in images]
+    for sr, source in zip(srs, sources, strict=True):
+        evidence = sr.CurrentRequestedProcedureEvidenceSequence[0]
+        ref = evidence.ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+        assert ref.ReferencedSOPInstanceUID == source.SOPInstanceUID
+
+
 def test_predict_sr_needs_dicom(hospital: Api, chest_model: dict[str, Any]) -> None:
     response = hospital.predict(chest_model["id"], ("a.png", png_bytes(mode="L")),
                                 format="dicom-sr")

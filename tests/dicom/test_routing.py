@@ -1,21 +1,36 @@
 """Routing rules: which received instances make which route jobs (one per study and
-rule); results are never routed; a broker that is down leaves the jobs for the
-dispatcher."""
+rule), each handed to the broker; results are never routed. (Handing over is recorded
+here instead of publishing; a broker that refuses leaves the jobs queued for the
+dispatcher, as for every job kind.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from app.core.db import Database, JobRow, ModelRow, Tenant
 from app.core.db.tables import DicomRuleRow
+from app.core.dicom import routing
 from app.core.dicom.routing import Received, schedule
 from app.core.dicom.sop import COMPREHENSIVE_SR
 from app.core.dicom.store import Stored
 from tests.dicom.support import CT, MR
 
 DOWN = "redis://127.0.0.1:1/0"
+
+
+@pytest.fixture
+def handed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    sent: list[str] = []
+
+    def dispatch(db: Database, broker_url: str, job_id: str) -> bool:
+        sent.append(job_id)
+        return False  # the broker is down: the job stays queued
+
+    monkeypatch.setattr(routing, "dispatch", dispatch)
+    return sent
 
 
 def _db(tmp_path: Path) -> tuple[Database, str, str]:
@@ -36,7 +51,7 @@ def _stored(study: str, sop: str, modality: str, sop_class: str = CT) -> Stored:
     return Stored(sop_class, sop, study, study + ".1", modality, duplicate=False)
 
 
-def test_rules_match_by_modality_and_calling_ae(tmp_path: Path) -> None:
+def test_rules_match_by_modality_and_calling_ae(tmp_path: Path, handed: list[str]) -> None:
     db, tenant, model = _db(tmp_path)
     with db.session() as s:
         s.add(DicomRuleRow(tenant_id=tenant, modality="CT", model_id=model))
@@ -51,6 +66,7 @@ def test_rules_match_by_modality_and_calling_ae(tmp_path: Path) -> None:
         Received(_stored("1.1", "1.1.9", "SR", COMPREHENSIVE_SR), "ER_CT"),
     ]
     ids = schedule(db, DOWN, tenant, received)
+    assert handed == ids
     with db.session() as s:
         jobs = [s.get(JobRow, i) for i in ids]
         summary = sorted((j.request["study_uid"], tuple(j.request["sop_uids"]),
@@ -65,10 +81,11 @@ def test_rules_match_by_modality_and_calling_ae(tmp_path: Path) -> None:
     ]
 
 
-def test_nothing_to_route(tmp_path: Path) -> None:
+def test_nothing_to_route(tmp_path: Path, handed: list[str]) -> None:
     db, tenant, model = _db(tmp_path)
     with db.session() as s:
         s.add(DicomRuleRow(tenant_id=tenant, modality="MR", model_id=model))
     assert schedule(db, DOWN, tenant, [Received(_stored("1", "1.1", "CT"), None)]) == []
+    assert handed == []
     with db.session() as s:
         assert s.scalars(select(JobRow)).all() == []
