@@ -25,11 +25,16 @@ from app.core.dicom.store import tenant_settings
 
 router = APIRouter(prefix="/v1", tags=["dicom"], responses=ERRORS)
 
+# Writes commit in their own session before the answer is sent: ``SessionDep`` commits
+# when the request ends, after the response, and a client that acts on a 201 at once
+# (registers an AE, then associates) must find the row.
+
 
 @router.post("/dicom/aes", status_code=status.HTTP_201_CREATED, response_model=AePublic,
              summary="Accept associations from a calling AE title (optionally one host)")
-def post_ae(body: AeCreate, session: SessionDep, tenant: TenantDep) -> AePublic:
-    return AePublic.from_row(admin.add_ae(session, tenant.id, body.ae_title, body.host))
+def post_ae(body: AeCreate, db: DatabaseDep, tenant: TenantDep) -> AePublic:
+    with db.session() as session:
+        return AePublic.from_row(admin.add_ae(session, tenant.id, body.ae_title, body.host))
 
 
 @router.get("/dicom/aes", response_model=list[AePublic], summary="The accepted AE titles")
@@ -39,8 +44,9 @@ def get_aes(session: SessionDep, tenant: TenantDep) -> list[AePublic]:
 
 @router.delete("/dicom/aes/{ae_id}", status_code=204, response_class=Response,
                summary="Stop accepting an AE title")
-def delete_ae(ae_id: str, session: SessionDep, tenant: TenantDep) -> Response:
-    admin.delete_ae(session, tenant.id, ae_id)
+def delete_ae(ae_id: str, db: DatabaseDep, tenant: TenantDep) -> Response:
+    with db.session() as session:
+        admin.delete_ae(session, tenant.id, ae_id)
     return Response(status_code=204)
 
 
@@ -52,20 +58,22 @@ def get_settings(db: DatabaseDep, tenant: TenantDep) -> DicomSettingsPublic:
 
 @router.put("/dicom/settings", response_model=DicomSettingsPublic,
             summary="Change the ingest settings (applies to instances received from now on)")
-def put_settings(body: DicomSettingsUpdate, db: DatabaseDep, session: SessionDep,
+def put_settings(body: DicomSettingsUpdate, db: DatabaseDep,
                  tenant: TenantDep) -> DicomSettingsPublic:
-    row = admin.update_settings(session, tenant_settings(db, tenant.id), body.deidentify,
-                                body.keep_dates)
-    return DicomSettingsPublic.from_row(row)
+    current = tenant_settings(db, tenant.id)
+    with db.session() as session:
+        row = admin.update_settings(session, current, body.deidentify, body.keep_dates)
+        return DicomSettingsPublic.from_row(row)
 
 
 @router.post("/dicom/rules", status_code=status.HTTP_201_CREATED, response_model=RulePublic,
              summary="Route received instances (by modality and/or calling AE) to a model")
-def post_rule(body: RuleCreate, session: SessionDep, tenant: TenantDep) -> RulePublic:
+def post_rule(body: RuleCreate, db: DatabaseDep, tenant: TenantDep) -> RulePublic:
     destination = body.destination.model_dump() if body.destination else None
-    row = admin.add_rule(session, tenant.id, body.modality, body.calling_ae, body.model_id,
-                         destination)
-    return RulePublic.from_row(row)
+    with db.session() as session:
+        row = admin.add_rule(session, tenant.id, body.modality, body.calling_ae,
+                             body.model_id, destination)
+        return RulePublic.from_row(row)
 
 
 @router.get("/dicom/rules", response_model=list[RulePublic], summary="The routing rules")
@@ -75,8 +83,9 @@ def get_rules(session: SessionDep, tenant: TenantDep) -> list[RulePublic]:
 
 @router.delete("/dicom/rules/{rule_id}", status_code=204, response_class=Response,
                summary="Delete a routing rule")
-def delete_rule(rule_id: str, session: SessionDep, tenant: TenantDep) -> Response:
-    admin.delete_rule(session, tenant.id, rule_id)
+def delete_rule(rule_id: str, db: DatabaseDep, tenant: TenantDep) -> Response:
+    with db.session() as session:
+        admin.delete_rule(session, tenant.id, rule_id)
     return Response(status_code=204)
 
 
@@ -84,11 +93,12 @@ def delete_rule(rule_id: str, session: SessionDep, tenant: TenantDep) -> Respons
              response_model=DicomResultsPublic,
              summary="Store the audit's summary as an Encapsulated PDF in each audited study")
 def post_audit_results(audit_id: str, request: Request, db: DatabaseDep,
-                       session: SessionDep, storage: StorageDep, settings: SettingsDep,
+                       storage: StorageDep, settings: SettingsDep,
                        tenant: TenantDep) -> DicomResultsPublic:
     base = str(request.base_url).rstrip("/") + "/dicomweb"
-    instances = audit_results(session, db, storage, tenant.id, audit_id, base,
-                              settings.max_dicom_instance_bytes)
+    with db.session() as session:
+        instances = audit_results(session, db, storage, tenant.id, audit_id, base,
+                                  settings.max_dicom_instance_bytes)
     return DicomResultsPublic(instances=instances)
 
 
@@ -96,8 +106,9 @@ def post_audit_results(audit_id: str, request: Request, db: DatabaseDep,
              response_model=DatasetPublic,
              summary="Build a dataset from stored studies (QIDO query + labels CSV)")
 def post_dataset_from_studies(body: StudiesDatasetRequest, db: DatabaseDep,
-                              session: SessionDep, storage: StorageDep,
-                              settings: SettingsDep, tenant: TenantDep) -> DatasetPublic:
+                              storage: StorageDep, settings: SettingsDep,
+                              tenant: TenantDep) -> DatasetPublic:
     dicom = tenant_settings(db, tenant.id)
-    row = dataset_from_studies(session, storage, settings, tenant.id, dicom, body)
-    return DatasetPublic.from_row(row)
+    with db.session() as session:
+        row = dataset_from_studies(session, storage, settings, tenant.id, dicom, body)
+        return DatasetPublic.from_row(row)
