@@ -9,7 +9,7 @@ PORT ?= 8000
 ROBUSTDX_DATA_DIR ?= data
 export ROBUSTDX_DATA_DIR
 
-.PHONY: run test install lock lint typecheck check zoo demo bench clean chromium
+.PHONY: run test install lock lint typecheck check zoo demo bench clean chromium dicom-tools
 
 # requirements/dev.lock pins every package (make lock); installs are constrained by it, so
 # `make run`, `make test` and CI get the same versions on every machine.
@@ -37,7 +37,16 @@ chromium:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 	  || echo "chromium not installed: the HTML rendering test will be skipped"; }
 
-test: $(STAMP) chromium
+# Orthanc (the PACS, with its DICOMweb plugin) and dcmtk (a modality) for the DICOM network
+# tests; those tests are skipped (with the reason) when the packages cannot be installed.
+dicom-tools:
+	@{ command -v storescu >/dev/null 2>&1 && { command -v Orthanc || test -x /usr/sbin/Orthanc; } \
+	  >/dev/null 2>&1 && test -e /usr/share/orthanc/plugins/libOrthancDicomWeb.so; } || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq orthanc orthanc-dicomweb dcmtk >/dev/null) \
+	  || echo "orthanc/dcmtk not installed: the PACS tests will be skipped"; }
+
+test: $(STAMP) chromium dicom-tools
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)

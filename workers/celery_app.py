@@ -37,7 +37,7 @@ def make_celery(settings: Settings) -> Celery:
         worker_hijack_root_logger=False,
         worker_send_task_events=False,
         imports=["workers.tasks.check", "workers.tasks.audit", "workers.tasks.defense",
-                 "workers.tasks.webhooks"],
+                 "workers.tasks.webhooks", "workers.tasks.dicom_routing"],
     )
     return celery
 

@@ -19,6 +19,8 @@ from app.api.routes import (
     checks,
     datasets,
     defenses,
+    dicom,
+    dicomweb,
     evidence,
     health,
     jobs,
@@ -114,4 +116,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(defenses.router)
     app.include_router(schemas.router)
     app.include_router(webhooks.router)
+    app.include_router(dicomweb.router)
+    app.include_router(dicom.router)
     return app

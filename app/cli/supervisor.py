@@ -80,6 +80,8 @@ def run(settings: Settings, host: str, port: int, workers: int = 1) -> int:
     children = [Child("api", api_argv(host, port, settings.api_workers), env)]
     children += [Child(f"worker{i + 1}", worker_argv(settings, f"worker{i + 1}"), env)
                  for i in range(workers)]
+    if settings.dicom_port:
+        children.append(Child("dicom", [sys.executable, "-m", "app.core.dicom.scp"], env))
     stopping = False
 
     def _stop(signum: int, _frame: object) -> None:
@@ -97,6 +99,9 @@ def run(settings: Settings, host: str, port: int, workers: int = 1) -> int:
         f"  broker          {env.get('ROBUSTDX_BROKER_URL', settings.resolved_broker_url)}"
         + ("  (embedded)" if broker else ""),
     ]
+    if settings.dicom_port:
+        banner.append(f"  DICOM (DIMSE)   {settings.dicom_ae_title}@{host}:{settings.dicom_port}"
+                      f"   (DICOMweb: http://{host}:{port}/dicomweb)")
     if key:
         banner.append(f"  dev API key     {key}   (also in {settings.data_dir / 'dev-api-key'})")
     sys.stderr.write("\n".join(banner) + "\n\n")

@@ -43,6 +43,7 @@ logger = logging.getLogger(__name__)
 STAGE_TASK = {
     "check": "robustdx.check_model",
     "defense": "robustdx.defense.train",
+    "route": "robustdx.dicom.route",
 }
 AUDIT_SHARD_TASK = "robustdx.audit.shard"
 

@@ -29,7 +29,7 @@ from models.errors import ConflictError, NotFoundError
 
 logger = logging.getLogger(__name__)
 
-JOB_KINDS = ("audit", "defense", "check")
+JOB_KINDS = ("audit", "defense", "check", "route")
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 #: The states a client sees; ``cancelling`` is derived, never stored.
 PUBLIC_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
@@ -39,6 +39,7 @@ ENTRY_TASK = {
     "check": "robustdx.check_model",
     "audit": "robustdx.audit.plan",
     "defense": "robustdx.defense.train",
+    "route": "robustdx.dicom.route",
 }
 
 

@@ -18,6 +18,7 @@ TASK_QUEUES: dict[str, str] = {
     "robustdx.audit.finalize": "cpu",
     "robustdx.defense.train": "gpu",
     "robustdx.webhooks.deliver": "cpu",
+    "robustdx.dicom.route": "gpu",
 }
 
 

@@ -174,6 +174,14 @@ class Settings(BaseSettings):
             )
         return self
 
+    # DICOM network (DIMSE port, DICOMweb limits).
+    dicom_port: int = Field(default=11112, ge=0, le=65535, description="DIMSE SCP port; 0: off.")
+    dicom_host: str = Field(default="0.0.0.0", description="Address the DIMSE SCP binds.")
+    dicom_ae_title: str = Field(default="ROBUSTDX", min_length=1, max_length=16)
+    max_dicom_instance_bytes: int = Field(default=256 * 1024**2, ge=1024)
+    max_stow_instances: int = Field(default=2000, ge=1)
+    dicom_route_retries: int = Field(default=3, ge=0, le=20)
+
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:
         if self.environment == "production" and self.admin_key == DEV_ADMIN_KEY:

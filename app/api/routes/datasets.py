@@ -48,6 +48,11 @@ _UPLOAD_BODY: dict[str, Any] = {
                                    "description": "Label names in order, as a JSON list or "
                                    "comma-separated: required for a MedMNIST npz, optional "
                                    "elsewhere (fixes the order; other labels are refused)."},
+                        "on_bad_files": {"type": "string", "enum": ["refuse", "skip"],
+                                         "default": "refuse",
+                                         "description": "refuse: a file that cannot be read "
+                                         "refuses the import, listing every such file; skip: "
+                                         "import the rest and list the skipped ones."},
                     },
                 }
             }
@@ -68,7 +73,7 @@ def _archive_too_large(name: str | None, limit: int) -> PayloadTooLargeError:
     status_code=status.HTTP_201_CREATED,
     response_model=DatasetPublic,
     responses=responses(413, _413="The archive, a part or its headers over a limit"),
-    summary="Import a dataset (multipart: file + format [+ name, labels])",
+    summary="Import a dataset (multipart: file + format [+ name, labels, on_bad_files])",
     description="Every image is decoded as predict would; an unsafe or malformed archive "
     "(zip slip, links, bombs, unreadable images, CSVs naming missing files) is refused "
     "with 422 listing what is wrong, and nothing is stored.",
@@ -86,7 +91,7 @@ async def post_dataset(
         request,
         files={"file": FileField(max_bytes=settings.max_dataset_bytes, to_disk=True,
                                  too_large=_archive_too_large)},
-        fields=("format", "name", "labels"),
+        fields=("format", "name", "labels", "on_bad_files"),
         new_path=storage.new_upload_path,
         max_field_bytes=64 * 1024,
         max_part_header_bytes=settings.max_part_header_bytes,

@@ -309,7 +309,11 @@ async def predict(
     n: Annotated[int, Query(ge=1, le=10_000, description="Noisy copies counted")] = 100,
     alpha: Annotated[float, Query(gt=0.0, lt=0.5, description="Certificate failure rate")] = 0.001,
     seed: Annotated[int | None, Query(ge=0, description="Seed of the noise")] = None,
-) -> PredictResponse | PredictBatchResponse:
+    format: Annotated[
+        Literal["json", "dicom-sr"],
+        Query(description="`dicom-sr`: a TID 1500 DICOM SR per (DICOM) image"),
+    ] = "json",
+) -> PredictResponse | PredictBatchResponse | Response:
     # The hot path takes no sub-dependencies: the key check and the model look-up run in
     # one thread-pool hop. ``TenantDep`` + ``model_or_404`` do the same checks (401, then
     # 404 for another tenant's id) through a chain of synchronous dependencies, each a
@@ -328,6 +332,7 @@ async def predict(
             model_id,
             authorization,
             SmoothingRequest(sigma, n, alpha, seed) if defense == "smoothing" else None,
+            format,
         )
     finally:
         if ticket is not None:
@@ -342,7 +347,8 @@ async def _predict(
     model_id: str,
     authorization: str | None,
     smoothing: SmoothingRequest | None,
-) -> PredictResponse | PredictBatchResponse:
+    fmt: str = "json",
+) -> PredictResponse | PredictBatchResponse | Response:
     row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
     # An empty bucket is refused before a byte of the body is read.
     predict_limiter(state).require(row.tenant_id)
@@ -371,7 +377,7 @@ async def _predict(
         if not single and not several:
             raise InvalidInputError("no image: send the form field 'file' (or 'files')")
         charge(state, row.tenant_id, len(single or several), smoothing)
-        return await predict_uploads(
+        answer = await predict_uploads(
             service,
             state.storage,
             row,
@@ -384,5 +390,10 @@ async def _predict(
             disconnected=request.is_disconnected,
             decoders=decode_limiter(state, row.tenant_id),
         )
+        if fmt == "dicom-sr":
+            from app.api.services.dicom_results import sr_response
+
+            return await run_in_threadpool(sr_response, row, single or several, answer)
+        return answer
     finally:
         await run_in_threadpool(form.cleanup)

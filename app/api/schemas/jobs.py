@@ -11,7 +11,7 @@ from app.core.jobs import PUBLIC_STATES, public_status
 #: ``cancelling``: a cancel was asked for while a worker ran the job; it becomes
 #: ``cancelled`` once the worker has stopped.
 JobState = Literal[PUBLIC_STATES]  # type: ignore[valid-type]
-JobKind = Literal["audit", "defense", "check"]
+JobKind = Literal["audit", "defense", "check", "route"]
 
 #: Request fields that name a model or a dataset, and the role each is shown under.
 MODEL_FIELD = "model_id"

@@ -38,8 +38,9 @@ class DatasetOptions:
     format: str
     name: str
     labels: tuple[str, ...] | None = None
-    # TODO(lead): expose ``on_bad_files=refuse|skip`` here and pass it to
-    # ``models.datasets.import_dataset`` once that parameter exists there.
+    #: ``refuse``: one unreadable file refuses the import (all are listed); ``skip``: the
+    #: rest is imported and the skipped files are listed in the dataset's info.
+    on_bad_files: str = "refuse"
 
 
 def parse_options(fields: dict[str, str], filename: str | None) -> DatasetOptions:
@@ -58,7 +59,11 @@ def parse_options(fields: dict[str, str], filename: str | None) -> DatasetOption
         raise InvalidInputError(f"name: must be 1 to {MAX_NAME} characters", {"field": "name"})
     default = Path(filename or "dataset").stem[:MAX_NAME] or "dataset"
     labels = _labels(fields["labels"]) if "labels" in fields else None
-    return DatasetOptions(format=fmt, name=name or default, labels=labels)
+    on_bad_files = fields.get("on_bad_files", "refuse")
+    if on_bad_files not in ("refuse", "skip"):
+        raise InvalidInputError("on_bad_files: 'refuse' or 'skip'", {"field": "on_bad_files"})
+    return DatasetOptions(format=fmt, name=name or default, labels=labels,
+                          on_bad_files=on_bad_files)
 
 
 def _labels(text: str) -> tuple[str, ...]:
@@ -81,6 +86,22 @@ def import_archive(db: Database, storage: Storage, settings: Settings, tenant_id
 
     Runs without a database session until the import has finished (see module doc).
     """
+    dataset_id, info = import_files(storage, settings, archive, options)
+    row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name,
+                     format=options.format, sha256=str(info.get("sha256", "")), info=info)
+    try:
+        with db.session() as session:
+            session.add(row)
+    except BaseException:
+        shutil.rmtree(storage.dataset_dir(dataset_id), ignore_errors=True)
+        raise
+    return row
+
+
+def import_files(storage: Storage, settings: Settings, archive: Path,
+                 options: DatasetOptions) -> tuple[str, dict[str, Any]]:
+    """Import ``archive`` into the store under a new dataset id, with no database access;
+    returns the id and the dataset's info. Nothing is kept when it is refused."""
     from models.datasets import ImportLimits, import_dataset
 
     dataset_id = new_id()
@@ -94,15 +115,12 @@ def import_archive(db: Database, storage: Storage, settings: Settings, tenant_id
     )
     try:
         info = _jsonable(import_dataset(archive, options.format, dest, limits=limits,
-                                        labels=options.labels))
-        row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name,
-                         format=options.format, sha256=str(info.get("sha256", "")), info=info)
-        with db.session() as session:
-            session.add(row)
+                                        labels=options.labels,
+                                        on_bad_files=options.on_bad_files))  # type: ignore[arg-type]
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
-    return row
+    return dataset_id, info
 
 
 def _jsonable(info: Any) -> dict[str, Any]:

@@ -204,3 +204,86 @@ class DispatcherLease(Base):
     holder: Mapped[str] = mapped_column(String(200))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     acquired_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+# --------------------------------------------------------------------------- DICOM network
+
+
+class DicomAeRow(Base):
+    """A calling AE title a tenant accepts on the DIMSE port (optionally from one host).
+
+    An AE title names one tenant: associations are routed to the tenant by it.
+    """
+
+    __tablename__ = "dicom_aes"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    ae_title: Mapped[str] = mapped_column(String(16), unique=True)
+    host: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomSettingsRow(Base):
+    """A tenant's ingest settings; the secret keys its UID and Patient ID pseudonyms."""
+
+    __tablename__ = "dicom_settings"
+
+    tenant_id: Mapped[str] = mapped_column(
+        ForeignKey("tenants.id", ondelete="CASCADE"), primary_key=True
+    )
+    deidentify: Mapped[bool] = mapped_column(default=True)
+    keep_dates: Mapped[bool] = mapped_column(default=False)
+    secret: Mapped[str] = mapped_column(String(64))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomRuleRow(Base):
+    """"Instances of ``modality`` (and/or from ``calling_ae``) are diagnosed by ``model_id``";
+    the result is sent to ``destination`` when one is set."""
+
+    __tablename__ = "dicom_rules"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    modality: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    calling_ae: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model_id: Mapped[str] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    destination: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomInstanceRow(Base):
+    """One stored DICOM instance (the QIDO index); the file is under ``dicom/`` in storage."""
+
+    __tablename__ = "dicom_instances"
+    __table_args__ = (UniqueConstraint("tenant_id", "sop_uid", name="uq_dicom_tenant_sop"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    study_uid: Mapped[str] = mapped_column(String(64), index=True)
+    series_uid: Mapped[str] = mapped_column(String(64), index=True)
+    sop_uid: Mapped[str] = mapped_column(String(64))
+    sop_class_uid: Mapped[str] = mapped_column(String(64))
+    modality: Mapped[str] = mapped_column(String(16), default="")
+    patient_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    study_date: Mapped[str] = mapped_column(String(8), default="", index=True)
+    burned_in: Mapped[str] = mapped_column(String(8), default="UNKNOWN")
+    source: Mapped[str] = mapped_column(String(32))
+    sha256: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    path: Mapped[str] = mapped_column(String(400))
+    # The header's QIDO attributes as DICOM JSON (no bulk data).
+    attrs: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DicomDatasetRow(Base):
+    """Which stored studies a dataset was built from (the audit's DICOM results cite them)."""
+
+    __tablename__ = "dicom_datasets"
+
+    dataset_id: Mapped[str] = mapped_column(
+        ForeignKey("datasets.id", ondelete="CASCADE"), primary_key=True
+    )
+    tenant_id: Mapped[str] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
+    study_uids: Mapped[list[Any]] = mapped_column(JSON)
+    query: Mapped[dict[str, Any]] = mapped_column(JSON)
