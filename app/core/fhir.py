@@ -112,26 +112,29 @@ def _report(code: str, observations: Sequence[str], issued: str,
     return report
 
 
-def prediction_bundle(model: Mapping[str, Any], predictions: Sequence[Mapping[str, Any]],
-                      thresholds: Mapping[str, float] | None,
-                      study_uid: str | None = None) -> dict[str, Any]:
-    """A diagnosis of one image: ``predictions`` as the predict route answers them
-    (``label``, ``probability``, ``positive``), ``thresholds`` per finding for multi-label
-    cards (``None`` for single-label: the top label is positive)."""
+def prediction_bundle(model: Mapping[str, Any],
+                      images: Sequence[tuple[Sequence[Mapping[str, Any]], str | None]],
+                      thresholds: Mapping[str, float] | None) -> dict[str, Any]:
+    """Diagnoses: one ``DiagnosticReport`` per image, with its findings as observations and
+    one ``Device`` for the model. ``images`` holds each image's predictions as the predict
+    route answers them (``label``, ``probability``, ``positive``) and its DICOM Study
+    Instance UID (``None`` for PNG/JPEG); ``thresholds`` per finding for multi-label cards
+    (``None`` for single-label, where the top label is positive)."""
     issued = _now()
     device_url = _urn()
     entries = [_entry(device_url, device(model))]
-    urls = []
-    for prediction in predictions:
-        url = _urn()
-        threshold = (thresholds or {}).get(prediction["label"]) if thresholds is not None else None
-        entries.append(_entry(url, finding_observation(prediction, threshold, device_url,
-                                                       str(model["id"]), issued)))
-        urls.append(url)
-    positives = [p["label"] for p in predictions if p["positive"]]
-    conclusion = ("positive: " + ", ".join(positives)) if positives else "no positive finding"
-    entries.append(_entry(_urn(), _report(f"AI diagnosis by {model['name']}", urls, issued,
-                                          study_uid, conclusion)))
+    for predictions, study_uid in images:
+        urls = []
+        for prediction in predictions:
+            url = _urn()
+            threshold = thresholds.get(prediction["label"]) if thresholds is not None else None
+            entries.append(_entry(url, finding_observation(prediction, threshold, device_url,
+                                                           str(model["id"]), issued)))
+            urls.append(url)
+        positives = [p["label"] for p in predictions if p["positive"]]
+        conclusion = ("positive: " + ", ".join(positives)) if positives else "no positive finding"
+        entries.append(_entry(_urn(), _report(f"AI diagnosis by {model['name']}", urls, issued,
+                                              study_uid, conclusion)))
     return {"resourceType": "Bundle", "type": "collection", "timestamp": issued,
             "entry": entries}
 

@@ -485,3 +485,41 @@ def test_smoothing_parameters_are_checked(api: Api, softmax_model: tuple[str, Ti
         )
         assert response.status_code == 422, params
     assert_serving(api, model_id)
+
+
+def test_fhir_results_parse_as_r4_and_carry_the_answer(api: Api, tmp_path: Path) -> None:
+    import pydicom
+    from fhir.resources.R4B.bundle import Bundle
+
+    torch.manual_seed(0)
+    net = _Shifted([0.4, 2.0, -3.0]).eval()
+    card = card_dict(("effusion", "nodule", "edema"), task="multi-label",
+                     thresholds={"effusion": 0.7})
+    model = api.register(write_torchscript(net, tmp_path / "m.pt"), card)
+    dicom = dicom_bytes(5)
+    study = str(pydicom.dcmread(io.BytesIO(dicom)).StudyInstanceUID)
+    plain = api.predict(model["id"], ("cxr.png", png_bytes(3)), ("cxr.dcm", dicom)).json()
+    response = api.predict(model["id"], ("cxr.png", png_bytes(3)), ("cxr.dcm", dicom),
+                           format="fhir")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    bundle = Bundle.model_validate(response.json())
+    kinds = [e.resource.get_resource_type() for e in bundle.entry]
+    assert kinds.count("Device") == 1
+    assert kinds.count("DiagnosticReport") == 2
+    assert kinds.count("Observation") == 6
+    reports = [e.resource for e in bundle.entry
+               if e.resource.get_resource_type() == "DiagnosticReport"]
+    assert reports[0].imagingStudy is None  # the PNG
+    assert reports[1].imagingStudy[0].identifier.value == f"urn:oid:{study}"
+    observations = {e.fullUrl: e.resource for e in bundle.entry
+                    if e.resource.get_resource_type() == "Observation"}
+    for report, result in zip(reports, plain["results"], strict=True):
+        got = [observations[r.reference] for r in report.result]
+        assert [o.code.text for o in got] == [p["label"] for p in result["predictions"]]
+        assert [float(o.valueQuantity.value) for o in got] == pytest.approx(
+            [p["probability"] for p in result["predictions"]], abs=1e-6)
+        assert [o.interpretation[0].coding[0].code for o in got] == [
+            "POS" if p["positive"] else "NEG" for p in result["predictions"]]
+    effusion = next(o for o in observations.values() if o.code.text == "effusion")
+    assert float(effusion.referenceRange[0].high.value) == 0.7

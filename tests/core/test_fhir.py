@@ -28,8 +28,8 @@ def _resources(bundle: dict[str, Any]) -> dict[str, list[Any]]:
 
 
 def test_a_diagnosis_is_a_report_with_one_observation_per_finding() -> None:
-    bundle = fhir.prediction_bundle(MODEL, PREDICTIONS, {"cardiomegaly": 0.3, "effusion": 0.2},
-                                    study_uid="1.2.840.113619.2.55.3")
+    bundle = fhir.prediction_bundle(MODEL, [(PREDICTIONS, "1.2.840.113619.2.55.3")],
+                                    {"cardiomegaly": 0.3, "effusion": 0.2})
     found = _resources(bundle)
     [device_entry] = found["Device"]
     device: Device = device_entry.resource
@@ -58,10 +58,13 @@ def test_a_diagnosis_is_a_report_with_one_observation_per_finding() -> None:
 
 
 def test_single_label_diagnoses_have_no_threshold_and_png_no_study() -> None:
-    bundle = fhir.prediction_bundle(MODEL, PREDICTIONS, None)
+    bundle = fhir.prediction_bundle(MODEL, [(PREDICTIONS, None), (PREDICTIONS[::-1], None)], None)
     found = _resources(bundle)
     assert all(e.resource.referenceRange is None for e in found["Observation"])
-    assert found["DiagnosticReport"][0].resource.imagingStudy is None
+    assert len(found["Device"]) == 1
+    reports = [e.resource for e in found["DiagnosticReport"]]
+    assert len(reports) == 2
+    assert all(r.imagingStudy is None and len(r.result) == 2 for r in reports)
 
 
 def test_an_audit_summary_carries_the_reports_numbers() -> None:

@@ -310,8 +310,9 @@ async def predict(
     alpha: Annotated[float, Query(gt=0.0, lt=0.5, description="Certificate failure rate")] = 0.001,
     seed: Annotated[int | None, Query(ge=0, description="Seed of the noise")] = None,
     format: Annotated[
-        Literal["json", "dicom-sr"],
-        Query(description="`dicom-sr`: a TID 1500 DICOM SR per (DICOM) image"),
+        Literal["json", "dicom-sr", "fhir"],
+        Query(description="`dicom-sr`: a TID 1500 DICOM SR per (DICOM) image; `fhir`: a "
+              "FHIR R4 Bundle (DiagnosticReport, one Observation per finding, the Device)"),
     ] = "json",
 ) -> PredictResponse | PredictBatchResponse | Response:
     # The hot path takes no sub-dependencies: the key check and the model look-up run in
@@ -394,6 +395,10 @@ async def _predict(
             from app.api.services.dicom_results import sr_response
 
             return await run_in_threadpool(sr_response, row, single or several, answer)
+        if fmt == "fhir":
+            from app.api.services.fhir_results import fhir_response
+
+            return await run_in_threadpool(fhir_response, row, single or several, answer)
         return answer
     finally:
         await run_in_threadpool(form.cleanup)
