@@ -206,3 +206,13 @@ def defense_status(job: str, url: Url = None, key: Key = None, json_out: Json = 
     """Status of a defense job (its result names the hardened model)."""
     with connect(url, key) as client:
         emit(client.get(f"/v1/defenses/{job}"), json_out, JOB_COLUMNS)
+
+
+@audit_cli.command("signing-key")
+@handles_errors
+def audit_signing_key(out: Path = Path("robustdx-public.pem"), url: Url = None,
+                      key: Key = None) -> None:
+    """Save the service's public key, which verifies every report.sig offline."""
+    with connect(url, key) as client:
+        client.download("/v1/signing-key", out)
+    typer.echo(str(out))

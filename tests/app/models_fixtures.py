@@ -37,6 +37,8 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "run_dispatcher": False,
         "register_zoo": False,
         "environment": "test",
+        # A test database is new: migrate it as `robustdx db upgrade` would.
+        "auto_upgrade_database": True,
         "device": "cpu",
         "max_model_bytes": MAX_MODEL_BYTES,
         "max_image_bytes": MAX_IMAGE_BYTES,

@@ -64,20 +64,20 @@ def test_a_full_check_pool_answers_429_and_other_routes_answer(
     monkeypatch.setattr(model_routes, "check_upload", slow_check)
     results: list[int] = []
 
-    def upload() -> None:
-        results.append(api.upload(good, card_dict()).status_code)
+    def upload(name: str) -> None:
+        results.append(api.upload(good, card_dict(name=name)).status_code)
 
-    running = threading.Thread(target=upload)
+    running = threading.Thread(target=upload, args=("first",))
     running.start()
     assert entered.acquire(timeout=60)  # the one worker is busy
-    waiting = threading.Thread(target=upload)
+    waiting = threading.Thread(target=upload, args=("second",))
     waiting.start()
     pool = small_pool.app.state.robustdx.extras["model_checks"]  # type: ignore[attr-defined]
     deadline = time.monotonic() + 60
     while pool.admitted < 2:  # the second upload waits for the one worker
         assert time.monotonic() < deadline
         time.sleep(0.01)
-    refused = api.upload(good, card_dict())
+    refused = api.upload(good, card_dict(name="third"))
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "10"
     assert small_pool.get("/health/live").json() == {"status": "ok"}

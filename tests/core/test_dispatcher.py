@@ -46,14 +46,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     fresh PostgreSQL database."""
     if request.param == "sqlite":
         database = Database(f"sqlite:///{tmp_path / 'robustdx.db'}")
-        database.create_all()
+        database.upgrade()
         yield database
         return
     url = postgres_url()
     if url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     database = Database(url)
-    database.create_all()
+    database.upgrade()
     try:
         yield database
     finally:

@@ -140,7 +140,7 @@ def test_rate_limiter_is_per_tenant_and_says_when_to_retry() -> None:
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.create_all()
+    database.upgrade()
     return database
 
 

@@ -35,7 +35,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _db(tmp_path: Path) -> tuple[Database, str, str]:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
-    db.create_all()
+    db.upgrade()
     with db.session() as s:
         tenant = Tenant(name="t")
         s.add(tenant)

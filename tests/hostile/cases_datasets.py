@@ -141,8 +141,7 @@ CASES = [
     Case("labels-outside-the-archive", "datasets",
          lambda t: upload_dataset(zipped(two_classes()), labels="nevus"), (422, 422)),
     Case("entries-whose-paths-clash", "datasets",
-         _folder(**{"benign/1.png/3.png": png(5)}), (422, 422),
-         xfail="fixed by models/datasets (clashing entry paths)"),
+         _folder(**{"benign/1.png/3.png": png(5)}), (422, 422)),
     Case("entry-name-over-255", "datasets", _folder(**{f"benign/{'a' * 300}.png": png(6)}),
-         (422, 422), xfail="fixed by models/datasets (names over the filesystem's limit)"),
+         (422, 422)),
 ]

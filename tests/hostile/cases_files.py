@@ -21,7 +21,6 @@ from tests.models.model_files import (
     write_torchscript,
 )
 
-DECODERS = "fixed by models/imaging (DICOM value conversions)"
 ARCHIVES = "fixed by models/formats (members a model archive does not need are refused)"
 
 
@@ -94,14 +93,13 @@ IMAGE_CASES = [
          (415, 422)),
     Case("dicom-truncated", "images", _image("l.dcm", lambda: dicom_bytes(3)[:400]), (415, 415)),
     Case("dicom-rescale-slope-not-a-number", "images",
-         _image("m.dcm", lambda: dicom_with("RescaleSlope", b"abc ")), (415, 422), xfail=DECODERS),
+         _image("m.dcm", lambda: dicom_with("RescaleSlope", b"abc ")), (415, 422)),
     Case("dicom-rescale-slope-nan", "images",
-         _image("n.dcm", lambda: dicom_with("RescaleSlope", b"NaN ")), (415, 422),
-         xfail=DECODERS),
+         _image("n.dcm", lambda: dicom_with("RescaleSlope", b"NaN ")), (415, 422)),
     Case("dicom-window-centre-not-a-number", "images",
-         _image("o.dcm", lambda: dicom_with("WindowCenter", b"cent")), (415, 422), xfail=DECODERS),
+         _image("o.dcm", lambda: dicom_with("WindowCenter", b"cent")), (415, 422)),
     Case("dicom-frames-not-a-number", "images",
-         _image("p.dcm", lambda: dicom_with("NumberOfFrames", b"x ")), (415, 422), xfail=DECODERS),
+         _image("p.dcm", lambda: dicom_with("NumberOfFrames", b"x ")), (415, 422)),
     Case("too-many-files", "images", lambda t: predict(t, *[(f"{i}.png", png_bytes(i))
                                                             for i in range(7)]), (422, 422)),
     Case("file-and-files-together", "images",
@@ -183,8 +181,7 @@ MODEL_CASES = [
     Case("plain-pickle", "model files", _model(_pickle), (422, 422)),
     Case("pth-with-code", "model files", _model(_pth, name="m.pth"), (422, 422)),
     Case("torchscript-with-a-pickled-extra", "model files",
-         _model(lambda t: _with_member(t, "data/evil.pkl", _pickle(t))), (422, 422),
-         xfail=ARCHIVES),
+         _model(lambda t: _with_member(t, "data/evil.pkl", _pickle(t))), (422, 422)),
     Case("torchscript-with-compiled-code", "model files",
          _model(lambda t: _with_member(t, "extra/lib.so", b"\x7fELF" + b"\0" * 64)), (422, 422),
          xfail=ARCHIVES),
