@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Request, Response, status
 
 from app.api.deps import DatabaseDep, SessionDep, SettingsDep, StorageDep, TenantDep
-from app.api.schemas.common import ERRORS
+from app.api.schemas.common import ERRORS, responses
 from app.api.schemas.datasets import DatasetPublic
 from app.api.schemas.dicom import (
     AeCreate,
@@ -31,6 +31,7 @@ router = APIRouter(prefix="/v1", tags=["dicom"], responses=ERRORS)
 
 
 @router.post("/dicom/aes", status_code=status.HTTP_201_CREATED, response_model=AePublic,
+             responses=responses(409, _409="That calling AE title (and host) is registered"),
              summary="Accept associations from a calling AE title (optionally one host)")
 def post_ae(body: AeCreate, db: DatabaseDep, tenant: TenantDep) -> AePublic:
     with db.session() as session:
@@ -91,6 +92,7 @@ def delete_rule(rule_id: str, db: DatabaseDep, tenant: TenantDep) -> Response:
 
 @router.post("/dicom/audits/{audit_id}/results", status_code=status.HTTP_201_CREATED,
              response_model=DicomResultsPublic,
+             responses=responses(409, _409="The audit has no report yet, or no studies"),
              summary="Store the audit's summary as an Encapsulated PDF in each audited study")
 def post_audit_results(audit_id: str, request: Request, db: DatabaseDep,
                        storage: StorageDep, settings: SettingsDep,

@@ -102,36 +102,50 @@ def _search(request: Request, session: SessionDep, tenant_id: str, level: qido.L
     return _json(body)
 
 
-@router.get("/studies", summary="QIDO-RS: search studies")
+#: QIDO-RS answers are DICOM JSON (PS3.18 F.2), not plain JSON.
+_QIDO: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Matches as DICOM JSON",
+          "content": {"application/dicom+json": {"schema": {"type": "array",
+                                                             "items": {"type": "object"}}}}},
+}
+
+
+@router.get("/studies", summary="QIDO-RS: search studies", response_class=Response,
+            responses=_QIDO)
 def search_studies(request: Request, session: SessionDep, tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "studies", {})
 
 
-@router.get("/series", summary="QIDO-RS: search all series")
+@router.get("/series", summary="QIDO-RS: search all series",
+            response_class=Response, responses=_QIDO)
 def search_all_series(request: Request, session: SessionDep, tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "series", {})
 
 
-@router.get("/instances", summary="QIDO-RS: search all instances")
+@router.get("/instances", summary="QIDO-RS: search all instances",
+            response_class=Response, responses=_QIDO)
 def search_all_instances(request: Request, session: SessionDep,
                          tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "instances", {})
 
 
-@router.get("/studies/{study}/series", summary="QIDO-RS: search a study's series")
+@router.get("/studies/{study}/series", summary="QIDO-RS: search a study's series",
+            response_class=Response, responses=_QIDO)
 def search_series(study: str, request: Request, session: SessionDep,
                   tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "series", {"StudyInstanceUID": study})
 
 
-@router.get("/studies/{study}/instances", summary="QIDO-RS: search a study's instances")
+@router.get("/studies/{study}/instances", summary="QIDO-RS: search a study's instances",
+            response_class=Response, responses=_QIDO)
 def search_study_instances(study: str, request: Request, session: SessionDep,
                            tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "instances", {"StudyInstanceUID": study})
 
 
 @router.get("/studies/{study}/series/{series}/instances",
-            summary="QIDO-RS: search a series' instances")
+            summary="QIDO-RS: search a series' instances", response_class=Response,
+            responses=_QIDO)
 def search_instances(study: str, series: str, request: Request, session: SessionDep,
                      tenant: TenantDep) -> JSONResponse:
     return _search(request, session, tenant.id, "instances",

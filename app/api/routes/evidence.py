@@ -9,13 +9,15 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import SessionDep, SettingsDep, StorageDep, TenantDep
-from app.api.schemas.common import ERRORS
+from app.api.schemas.common import ERRORS, responses
 from app.api.services.audits import finished_audit, report_path
 from app.api.services.baseline import comparison_table
 from app.core import fhir, signing
 from app.core.registry import get_model
 
 router = APIRouter(prefix="/v1", tags=["evidence"], responses=ERRORS)
+NOT_READY = responses(409, _409="The audit has not succeeded (yet), or has no per-image "
+                      "outcomes")
 FHIR_JSON = "application/fhir+json"
 
 
@@ -30,7 +32,7 @@ def get_signing_key(settings: SettingsDep) -> Response:
 
 @router.get("/audits/{audit_id}/report.sig", response_class=Response,
             summary="Signature of the report bundle (Ed25519)",
-            responses={200: {"content": {"application/json": {}}}})
+            responses={200: {"content": {"application/json": {}}}, **NOT_READY})
 def get_report_signature(audit_id: str, session: SessionDep, settings: SettingsDep,
                          storage: StorageDep, tenant: TenantDep) -> Response:
     """Signs the SHA-256 of report.json, report.html, report.xml and every artifact; check it
@@ -42,7 +44,9 @@ def get_report_signature(audit_id: str, session: SessionDep, settings: SettingsD
 
 
 @router.get("/audits/{audit_id}/fhir", summary="The audit summary as a FHIR R4 Bundle",
-            responses={200: {"content": {FHIR_JSON: {}}}})
+            response_class=JSONResponse,
+            responses={200: {"content": {FHIR_JSON: {"schema": {"type": "object"}}}},
+                       **NOT_READY})
 def get_audit_fhir(audit_id: str, session: SessionDep, storage: StorageDep,
                    tenant: TenantDep) -> JSONResponse:
     job = finished_audit(session, tenant.id, audit_id)
@@ -52,7 +56,7 @@ def get_audit_fhir(audit_id: str, session: SessionDep, storage: StorageDep,
     return JSONResponse(bundle, media_type=FHIR_JSON)
 
 
-@router.get("/audits/{audit_id}/compare/{baseline_id}",
+@router.get("/audits/{audit_id}/compare/{baseline_id}", responses=NOT_READY,
             summary="Paired comparison with a baseline audit of the same images")
 def get_comparison(audit_id: str, baseline_id: str, session: SessionDep, storage: StorageDep,
                    tenant: TenantDep) -> dict[str, Any]:

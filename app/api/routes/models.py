@@ -64,7 +64,18 @@ router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
 
 _UPLOAD = responses(409, 413, 429, _409="A model of that name exists (names are unique per "
                     "tenant)", _413="The file, a part or its headers over a limit")
-_PREDICT = responses(413, 415, 429, 503)
+_PREDICT: dict[int | str, dict[str, Any]] = {
+    200: {"content": {
+        "application/json": {},
+        "application/fhir+json": {"schema": {"type": "object"},
+                                  "description": "format=fhir: a FHIR R4 Bundle"},
+        "application/dicom": {"schema": {"type": "string", "format": "binary"},
+                              "description": "format=dicom-sr: a DICOM SR"},
+        "multipart/related": {"schema": {"type": "string", "format": "binary"},
+                              "description": "format=dicom-sr with several files"},
+    }},
+    **responses(413, 415, 429, 503),
+}
 _409 = responses(409, _409="Not possible in the model's state")
 
 _UPLOAD_BODY: dict[str, Any] = {

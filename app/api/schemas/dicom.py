@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
+from app.api.schemas.common import UtcDatetime
 from app.core.db.tables import DicomAeRow, DicomRuleRow, DicomSettingsRow
 
 _HOST = r"^[A-Za-z0-9.:\-]{1,255}$"
@@ -24,7 +24,7 @@ class AePublic(BaseModel):
     id: str
     ae_title: str
     host: str | None
-    created_at: datetime
+    created_at: UtcDatetime
 
     @classmethod
     def from_row(cls, row: DicomAeRow) -> AePublic:
@@ -44,8 +44,8 @@ class DicomSettingsPublic(BaseModel):
 class DicomSettingsUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    deidentify: bool | None = None
-    keep_dates: bool | None = None
+    deidentify: StrictBool | None = None
+    keep_dates: StrictBool | None = None
 
 
 class DimseDestination(BaseModel):
@@ -84,7 +84,7 @@ class RulePublic(BaseModel):
     calling_ae: str | None
     model_id: str
     destination: dict[str, Any] | None = Field(description="The token, if any, is not shown")
-    created_at: datetime
+    created_at: UtcDatetime
 
     @classmethod
     def from_row(cls, row: DicomRuleRow) -> RulePublic:
