@@ -45,7 +45,8 @@ MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 1 << 20
 #: The POST routes that create something (a resource or a job).
 CREATING_PATHS = re.compile(
-    r"^/v1/(models|datasets|datasets/from-studies|audits|defenses|tenants|webhooks|checks)/?$"
+    r"^/v1/(models|datasets|dicom/datasets|dicom/aes|dicom/rules|audits|defenses|tenants|"
+    r"webhooks)/?$"
 )
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 _KEPT_HEADERS = ("location", "content-type")

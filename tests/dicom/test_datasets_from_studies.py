@@ -19,7 +19,7 @@ def stow(api: Api, parts: list[bytes]) -> None:
 
 
 def build(api: Api, **body: object):
-    return api.client.post("/v1/datasets/from-studies", json=body, headers=api.auth)
+    return api.client.post("/v1/dicom/datasets", json=body, headers=api.auth)
 
 
 def test_study_keyed_labels(hospital: Api) -> None:

@@ -235,7 +235,7 @@ def test_audit_of_stored_studies_goes_back_as_pdf(pacs: Pacs) -> None:
     body, headers = stow_body(files)
     with pacs.api() as c:
         assert c.post("/dicomweb/studies", content=body, headers=headers).status_code == 200
-        r = c.post("/v1/datasets/from-studies", json={
+        r = c.post("/v1/dicom/datasets", json={
             "query": {"Modality": "OT"}, "labels_csv": "\n".join(rows) + "\n"})
         assert r.status_code == 201, r.text
         assert r.json()["count"] == 6

@@ -45,7 +45,7 @@ def test_no_patient_data_anywhere(hospital: Api, caplog: pytest.LogCaptureFixtur
         r = hospital.client.get(path, headers=hospital.auth)
         assert r.status_code == 200
         answers.append(r.content.decode("latin-1"))
-    r = hospital.client.post("/v1/datasets/from-studies", headers=hospital.auth, json={
+    r = hospital.client.post("/v1/dicom/datasets", headers=hospital.auth, json={
         "labels_csv": f"StudyInstanceUID,label\n{PHI['PatientID']},a\n"})
     assert r.status_code == 422
     answers.append(r.text)

@@ -1,5 +1,5 @@
 """``/v1/dicom``: the AE titles a tenant accepts, its ingest settings, routing rules, an
-audit's results as DICOM; and ``/v1/datasets/from-studies``."""
+audit's results as DICOM; and ``/v1/dicom/datasets``."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def post_audit_results(audit_id: str, request: Request, db: DatabaseDep,
     return DicomResultsPublic(instances=instances)
 
 
-@router.post("/datasets/from-studies", status_code=status.HTTP_201_CREATED,
+@router.post("/dicom/datasets", status_code=status.HTTP_201_CREATED,
              response_model=DatasetPublic,
              summary="Build a dataset from stored studies (QIDO query + labels CSV)")
 def post_dataset_from_studies(body: StudiesDatasetRequest, db: DatabaseDep,

@@ -81,7 +81,7 @@ def audit_results(session: Session, db: Database, storage: Storage, tenant_id: s
     source = session.get(DicomDatasetRow, dataset_id)
     if source is None or source.tenant_id != tenant_id:
         raise ConflictError("the audited dataset was not built from stored studies "
-                            "(POST /v1/datasets/from-studies)", {"dataset_id": dataset_id})
+                            "(POST /v1/dicom/datasets)", {"dataset_id": dataset_id})
     lines = summary_lines(report)
     title = f"RobustDx audit {audit_id[:12]}"
     pdf = render_pdf(title, lines)
