@@ -32,7 +32,6 @@ a dynamic batch dimension, an ONNX graph with a fixed batch) gets
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -50,6 +49,7 @@ from models.card import Head, ModelCard
 from models.device import resolve_device
 from models.errors import InvalidCardError, InvalidModelFileError
 from models.formats import EXTENSIONS, FORMATS, WEIGHT_FORMATS, ModelFormat, detect_format
+from models.hashing import sha256_file
 from models.wrapper import DiagnosticModel
 
 __all__ = [
@@ -105,14 +105,6 @@ class CheckedModelFile:
     @property
     def extension(self) -> str:
         return EXTENSIONS[self.loaded.format]
-
-
-def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def parse_card(raw: str | bytes | Mapping[str, Any] | ModelCard) -> ModelCard:

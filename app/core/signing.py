@@ -37,6 +37,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from app.core.settings import Settings
 from app.core.storage import write_atomic
 from models.errors import InvalidInputError, ServiceUnavailableError
+from models.hashing import sha256_file
 
 FORMAT = "robustdx-evidence/1"
 ALGORITHM = "ed25519"
@@ -52,14 +53,6 @@ class SignatureMismatchError(InvalidInputError):
 
 def canonical(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def key_file(settings: Settings) -> Path | None:

@@ -14,7 +14,6 @@ when it was empty).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -40,19 +39,12 @@ from models.datasets.types import (
     OnBadFiles,
 )
 from models.errors import InvalidDatasetError, InvalidParametersError, LabelMismatchError
+from models.hashing import sha256_file
 from models.imaging import DecodedImage, DecodeLimits, decode_image, resize, to_model_input
 
 logger = logging.getLogger(__name__)
 
 MAX_LISTED_SKIPPED = 50
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_dataset(
@@ -119,7 +111,7 @@ def import_dataset(
             if not plan.items:
                 raise InvalidDatasetError("the archive holds no images")
             extracted = extract(plan, staging, limits, on_bad_files)
-        info = _info(fmt, plan, extracted, _sha256(zip_path))
+        info = _info(fmt, plan, extracted, sha256_file(zip_path))
         (staging / "_upload.npz").unlink(missing_ok=True)
         manifest = Manifest(info=info, limits=limits, items=tuple(extracted.items))
         (staging / MANIFEST).write_text(manifest.model_dump_json(indent=1))

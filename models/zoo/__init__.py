@@ -9,7 +9,6 @@ them from the recipes in :mod:`models.zoo.recipes`.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from models.architectures import build_architecture
 from models.card import ModelCard
 from models.device import resolve_device
 from models.errors import InvalidModelFileError, NotFoundError
+from models.hashing import sha256_file
 from models.wrapper import DiagnosticModel
 
 ZOO_DIR = Path(__file__).resolve().parent
@@ -60,14 +60,6 @@ def zoo_metrics(directory: Path = ZOO_DIR) -> dict[str, Any]:
     return dict(json.loads(path.read_text())) if path.is_file() else {"models": {}}
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_model(card: ModelCard, state: dict[str, torch.Tensor]) -> DiagnosticModel:
     """The card's allow-listed architecture with ``state`` loaded strictly, wrapped."""
     if card.architecture is None:
@@ -99,7 +91,7 @@ def load_zoo_model(
     if entry is None:
         valid = ", ".join(sorted(entries))
         raise NotFoundError(f"no zoo model {name!r}; valid: {valid}")
-    if entry.card.sha256 is not None and file_sha256(entry.weights_path) != entry.card.sha256:
+    if entry.card.sha256 is not None and sha256_file(entry.weights_path) != entry.card.sha256:
         raise InvalidModelFileError(f"zoo weights {entry.weights_path.name} do not match the card")
     target = device if isinstance(device, torch.device) else resolve_device(device)
     state = load_file(str(entry.weights_path))
@@ -110,7 +102,6 @@ __all__ = [
     "ZOO_DIR",
     "ZooEntry",
     "build_model",
-    "file_sha256",
     "list_zoo",
     "load_zoo_model",
     "zoo_metrics",

@@ -27,11 +27,12 @@ import torch
 from models.architectures import build_architecture
 from models.card import ModelCard
 from models.device import resolve_device
+from models.hashing import sha256_file
 from models.heads import loss as head_loss
 from models.imaging import encode_png
 from models.phantoms import PhantomSet, generate
 from models.wrapper import DiagnosticModel
-from models.zoo import CARD_SUFFIX, WEIGHTS_SUFFIX, ZOO_DIR, file_sha256
+from models.zoo import CARD_SUFFIX, WEIGHTS_SUFFIX, ZOO_DIR
 from models.zoo.evaluation import metrics, predict_probabilities, youden_thresholds
 from models.zoo.recipes import (
     CHECK_SEED,
@@ -208,7 +209,7 @@ def train_one(
     weights = out_dir / f"{r.name}{WEIGHTS_SUFFIX}"
     state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
     save_file(state, str(weights), metadata={"architecture": r.architecture, "name": r.name})
-    card = card.model_copy(update={"sha256": file_sha256(weights)})
+    card = card.model_copy(update={"sha256": sha256_file(weights)})
     (out_dir / f"{r.name}{CARD_SUFFIX}").write_text(card.model_dump_json(indent=2) + "\n")
     record = {
         "kind": r.kind,

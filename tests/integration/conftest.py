@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from models.architectures import build_architecture
 from models.card import ModelCard
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
+from tests.support.services import Broker, Service
 
 SIZE = 32
 
@@ -74,3 +76,15 @@ def _train(kind: str, head: str | None, out: Path) -> TinyModel:
 @pytest.fixture(scope="session")
 def tiny_derm(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
     return _train("derm", "binary-logit", tmp_path_factory.mktemp("tiny-derm"))
+
+
+@pytest.fixture(scope="module")
+def live_service(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Service]:
+    """The API and one worker, shared by a module's tests (each makes its own tenant)."""
+    broker.flush()
+    svc = Service(data_dir=tmp_path_factory.mktemp("live") / "data", broker_url=broker.url)
+    svc.data_dir.mkdir()
+    svc.start_api()
+    svc.start_worker()
+    yield svc
+    svc.stop()

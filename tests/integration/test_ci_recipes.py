@@ -10,13 +10,12 @@ import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import TinyModel
-from tests.support.services import ROOT, Broker, Service
+from tests.support.services import ROOT, Service
 
 pytestmark = pytest.mark.integration
 
@@ -35,14 +34,8 @@ def recipe_block(path: Path, name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Service]:
-    broker.flush()
-    svc = Service(data_dir=tmp_path_factory.mktemp("recipes") / "data", broker_url=broker.url)
-    svc.data_dir.mkdir()
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop()
+def live(live_service: Service) -> Service:
+    return live_service
 
 
 @pytest.fixture(scope="module")

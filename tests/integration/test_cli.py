@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ from safetensors.torch import save_file
 
 from models.architectures import build_architecture
 from tests.integration.conftest import TinyModel
-from tests.support.services import ROOT, Broker, Service, free_port
+from tests.support.services import ROOT, Service, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -28,14 +27,8 @@ PGD_KEY = "pgd:eps=2/255,steps=5"
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Service]:
-    broker.flush()
-    svc = Service(data_dir=tmp_path_factory.mktemp("cli") / "data", broker_url=broker.url)
-    svc.data_dir.mkdir()
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop()
+def live(live_service: Service) -> Service:
+    return live_service
 
 
 @pytest.fixture(scope="module")

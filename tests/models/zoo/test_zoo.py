@@ -21,8 +21,9 @@ import torch
 from models.architectures import ARCHITECTURES
 from models.card import Head
 from models.errors import NotFoundError
+from models.hashing import sha256_file
 from models.phantoms import generate
-from models.zoo import ZOO_DIR, file_sha256, list_zoo, load_zoo_model
+from models.zoo import ZOO_DIR, list_zoo, load_zoo_model
 from models.zoo.evaluation import metrics, predict_probabilities
 from models.zoo.recipes import CHECK_SEED, CHECK_SIZE, RECIPES
 from models.zoo.train import as_tensor, train_one
@@ -47,7 +48,7 @@ def test_the_zoo_holds_the_three_recipes() -> None:
     for e in entries.values():
         assert e.card.architecture in ARCHITECTURES
         assert e.size_bytes <= 10 * 1024**2
-        assert e.card.sha256 == file_sha256(e.weights_path)
+        assert e.card.sha256 == sha256_file(e.weights_path)
     assert entries["derm-attention-vgg"].card.head == Head.BINARY_LOGIT
     assert entries["chest-densenet"].card.task == "multi-label"
     assert entries["chest-densenet"].card.thresholds is not None
@@ -101,5 +102,5 @@ def test_training_pipeline_writes_a_loadable_model(tmp_path: Path) -> None:
     record = train_one(tiny, tmp_path, test_size=40, check_size=20, with_baseline=False)
     assert record["weights_bytes"] == (tmp_path / f"{tiny.name}.safetensors").stat().st_size
     model = load_zoo_model(tiny.name, "cpu", directory=tmp_path)
-    assert model.card.sha256 == file_sha256(tmp_path / f"{tiny.name}.safetensors")
+    assert model.card.sha256 == sha256_file(tmp_path / f"{tiny.name}.safetensors")
     assert model(torch.rand(2, 3, 64, 64)).shape == (2, 5)
