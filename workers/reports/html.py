@@ -37,7 +37,7 @@ from workers.reports.views import generic_blocks, view
 DESIGNED = frozenset({
     "quantitative", "worst_case", "subgroups", "clinical", "sanity", "features", "gradcam",
     "discriminability", "label_correlation", "perturbations", "evidence_map",
-    "defense_comparison",
+    "defense_comparison", "comparison",
 })
 #: Headings of the sections (a section without one is headed by its name).
 TITLES = {
@@ -54,6 +54,7 @@ TITLES = {
     "evidence_map": "Evidence map: threats tested and not tested (evidence_map)",
     "defense_comparison": "Before and after the defense (defense_comparison)",
     "training": "Training (training)",
+    "comparison": "Against the baseline audit, image by image (comparison)",
 }
 #: Keys of a section's JSON that are not content.
 META_KEYS = ("applicable", "figures", "flags", "reason")
