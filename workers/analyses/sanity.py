@@ -38,8 +38,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 
+from app.core.catalogue.analyses import SanityParams
 from models import heads
 from workers.analyses.alignment import attack_field, attack_rows, clean_rows
 from workers.analyses.analysis_params import parse_params
@@ -49,38 +49,6 @@ from workers.analyses.jsonable import jsonable
 
 UNRELIABLE = "results may be unreliable"
 
-DEFAULT_WHITE_BOX = (
-    "fgsm", "bim", "pgd", "mifgsm", "tpgd", "apgd", "apgd-ce", "apgd-dlr", "cw",
-    "deepfool", "fab", "autoattack",
-)
-
-
-class SanityParams(BaseModel):
-    """Parameters of ``sanity`` (see the module docstring for what each threshold tests)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    accuracy_tolerance: float = 0.0
-    min_effective_eps: float = 8 / 255
-    max_zero_gradient_fraction: float = 0.0
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    black_box_attacks: tuple[str, ...] = ("square",)
-    white_box_attacks: tuple[str, ...] = DEFAULT_WHITE_BOX
-
-    @field_validator("accuracy_tolerance", "max_zero_gradient_fraction", "min_effective_eps")
-    @classmethod
-    def _unit(cls, v: float, info: Any) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{info.field_name} must be in [0, 1]")
-        return v
-
-    @field_validator("atol", "rtol")
-    @classmethod
-    def _non_negative(cls, v: float, info: Any) -> float:
-        if v < 0:
-            raise ValueError(f"{info.field_name} must be >= 0")
-        return v
 
 
 class SanityAnalysis(Analysis):

@@ -15,28 +15,18 @@ With ``restarts > 1`` each restart runs only on images still robust after quanti
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from app.core.catalogue.attacks import ApgdLoss, APGDParams
 from workers.attacks import functional as F
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext, Best, run_on_robust
 from workers.attacks.objectives import Objective, check_dlr
-from workers.attacks.params import NormBudgetParams, PositiveSteps, Restarts
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-ApgdLoss = Literal["ce", "dlr"]
-
-
-class APGDParams(NormBudgetParams):
-    """APGD: ``eps`` budget (``norm``), ``steps`` iterations, ``loss`` ``ce`` | ``dlr``."""
-
-    steps: PositiveSteps = 100
-    loss: ApgdLoss = "ce"
-    restarts: Restarts = 1
 
 
 def apgd(
@@ -106,6 +96,7 @@ def apgd(
     counter, k = 0, n_iter2
 
     for i in range(steps):
+        ctx.check_stop()
         momentum = 0.75 if i > 0 else 1.0
         z = ascend(x_adv, grad, step)
         z = project(x_adv + (z - x_adv) * momentum + (x_adv - x_old) * (1.0 - momentum))

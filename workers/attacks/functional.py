@@ -21,7 +21,28 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from models.errors import JobCancelledError
+
 Norm = Literal["linf", "l2"]
+#: Polled inside attack loops; ``True`` stops the attack (see :func:`check_stop`).
+ShouldStop = Callable[[], bool]
+
+
+class AttackStoppedError(JobCancelledError):
+    """An attack stopped inside its loop because its ``should_stop`` callback said so
+    (a job's cancel, typically); the batch's work is abandoned."""
+
+
+def check_stop(should_stop: ShouldStop | None) -> None:
+    """Raise :class:`AttackStoppedError` when ``should_stop()`` is true.
+
+    Attack loops call this once per iteration (per gradient step, query round or fitting
+    batch), so a cancel takes effect within one iteration instead of after the batch; the
+    callback is expected to be cheap (the job's one reads the database at most once a
+    second).
+    """
+    if should_stop is not None and should_stop():
+        raise AttackStoppedError("the attack was stopped on request")
 
 #: Added to norms before dividing by them.
 _TINY = 1e-12
@@ -167,6 +188,7 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> Tensor:
     """Projected gradient ascent (Madry et al. 2018, "Towards deep learning models
     resistant to adversarial attacks"); with ``random_start=False`` it is BIM
@@ -190,6 +212,7 @@ def pgd(
         generator: random source for the start (seed it for reproducible results).
         mask: optional ``[N, 1, H, W]`` (or broadcastable) 0/1 region the perturbation
             may touch.
+        should_stop: polled before every step; ``True`` raises :class:`AttackStoppedError`.
 
     Returns:
         Adversarial images ``[N, C, H, W]`` in ``[0, 1]``, within ``eps`` of ``x``,
@@ -229,6 +252,7 @@ def pgd(
         upper = (x + e).clamp_(max=1.0)
 
     for t in range(n_iter):
+        check_stop(should_stop)
         x_adv.requires_grad_(True)
         loss = loss_fn(model_fn(x_adv))
         (grad,) = torch.autograd.grad(loss, x_adv)
