@@ -159,7 +159,9 @@ def test_engine_builds_from_the_catalogues_parameter_models() -> None:
     for name, model in ANALYSIS_PARAMS.items():
         engine = getattr(analysis_class(name), "Params", None)
         if engine is None:  # perturbations validates through its own parse function
-            from workers.analyses.perturbations import PerturbationsParams as engine
+            from workers.analyses import perturbations
+
+            engine = perturbations.PerturbationsParams
         # The same model, or the engine's subclass that only adds look-up methods.
         assert issubclass(engine, model), name
         assert engine.model_fields.keys() == model.model_fields.keys(), name

@@ -80,6 +80,7 @@ from workers.analyses.layers import (
     validate_layers,
 )
 from workers.analyses.plotting import new_grid, render_png
+from workers.attacks.functional import to_uint8
 
 Target = Literal["predicted", "clean-prediction", "label"]
 THUMBNAIL = 128
@@ -180,10 +181,6 @@ def mass_inside(cam: Tensor, mask: Tensor) -> Tensor:
     inside = (cam * m).sum(dim=(1, 2))
     ok = (total > 0) & (m.sum(dim=(1, 2)) > 0)
     return torch.where(ok, inside / total.clamp_min(1e-30), torch.full_like(total, math.nan))
-
-
-def _to_uint8(x: Tensor) -> np.ndarray:
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def _thumbnail(x: Tensor) -> Tensor:
@@ -389,18 +386,18 @@ class GradCAMAnalysis(Analysis):
         sel = torch.tensor(pick, device=ctx.clean.device, dtype=torch.long)
         out: dict[str, np.ndarray] = {
             "sample_index": index[pick],
-            "sample_image": _to_uint8(_thumbnail(ctx.clean[sel])),
-            "sample_cam": _to_uint8(_thumbnail(clean_map[sel].unsqueeze(1))[:, 0]),
+            "sample_image": to_uint8(_thumbnail(ctx.clean[sel])),
+            "sample_cam": to_uint8(_thumbnail(clean_map[sel].unsqueeze(1))[:, 0]),
             "sample_target": _np(clean_target[sel], np.int16),
             "sample_fooled": (
                 _np(fooled[sel], np.bool_) if fooled is not None else np.zeros(len(pick), bool)
             ),
         }
         for key, (amap, atarget) in adv.items():
-            out[attack_field("sample_adv", key)] = _to_uint8(
+            out[attack_field("sample_adv", key)] = to_uint8(
                 _thumbnail(ctx.adversarial[key][sel])
             )
-            out[attack_field("sample_adv_cam", key)] = _to_uint8(
+            out[attack_field("sample_adv_cam", key)] = to_uint8(
                 _thumbnail(amap[sel].unsqueeze(1))[:, 0]
             )
             out[attack_field("sample_adv_target", key)] = _np(atarget[sel], np.int16)

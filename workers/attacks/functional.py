@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -174,6 +175,12 @@ def quantize_8bit(
         over = l2_norms(nearest - x_clean) > e.flatten() + 1e-6
         out = torch.where(over.view(-1, *([1] * (x_adv.dim() - 1))), toward, nearest)
     return out.clamp_(0.0, 1.0)
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Images in ``[0, 1]`` (any shape, e.g. ``[N, C, H, W]``) as uint8 grey levels
+    ``round(255 * x)`` on the CPU, same shape (values outside ``[0, 1]`` clipped)."""
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
 def pgd(

@@ -112,6 +112,7 @@ def min_eps(
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     head: Head | str | None = None,
+    should_stop: F.ShouldStop | None = None,
 ) -> Tensor:
     """``[N]`` smallest PGD budget that fools each image (``inf`` where ``eps_max`` does
     not; 0 where the clean image is already wrong). See :class:`MinEps`."""
@@ -119,6 +120,7 @@ def min_eps(
         "min_eps", eps_max=eps_max, steps=steps, search_steps=search_steps, norm=norm,
         target=target, finding=finding, quantize=quantize, seed=seed,
     )  # fmt: skip
-    result = attack(model, images, labels, mask=mask, generator=generator, head=head)
+    result = attack(model, images, labels, mask=mask, generator=generator, head=head,
+                    should_stop=should_stop)
     assert result.norm_found is not None
     return result.norm_found

@@ -12,6 +12,7 @@ import torch
 
 from models.wrapper import DiagnosticModel
 from workers.analyses.base import Section
+from workers.attacks.fitted import TensorSource
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 
 
@@ -43,7 +44,7 @@ def run_audit(
                          batch_size=batch_size, min_eps=min_eps)
     with TemporaryDirectory() as state:
         if engine.fitted_settings():
-            engine.fit(images, labels, Path(state))
+            engine.fit(TensorSource(images, labels), Path(state))
         timings: dict[str, float] = {}
         arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings)
     sections = [*engine.summarize(arrays), *skipped]
