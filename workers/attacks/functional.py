@@ -183,6 +183,17 @@ def to_uint8(x: Tensor) -> np.ndarray:
     return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
 
 
+def _step_rows(steps: int | Tensor, x: Tensor) -> tuple[int, Tensor | None]:
+    """Iterations to run, and for per-image step counts a ``[iterations, N]`` 0/1 factor on
+    each image's step (images with fewer steps stop moving early)."""
+    if not isinstance(steps, Tensor):
+        return int(steps), None
+    steps_t = steps.to(x.device)
+    n_iter = int(steps_t.max()) if steps_t.numel() else 0
+    rows = torch.arange(n_iter, device=x.device).view(-1, 1) < steps_t.view(1, -1)
+    return n_iter, rows.to(x.dtype)
+
+
 def pgd(
     model_fn: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -233,16 +244,7 @@ def pgd(
     if mask is not None:
         mask = mask.to(device=x.device, dtype=x.dtype)
 
-    if isinstance(steps, Tensor):
-        steps_t = steps.to(x.device)
-        n_iter = int(steps_t.max()) if steps_t.numel() else 0
-        # Per-image step counts become a 0/1 factor on the step, one row per iteration.
-        active: Tensor | None = (
-            torch.arange(n_iter, device=x.device).view(-1, 1) < steps_t.view(1, -1)
-        ).to(x.dtype)
-    else:
-        n_iter = int(steps)
-        active = None
+    n_iter, active = _step_rows(steps, x)
 
     if random_start:
         delta = random_init(x, eps, norm, generator=generator)

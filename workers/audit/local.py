@@ -42,10 +42,11 @@ def run_audit(
     chosen, skipped = resolve_analyses(analyses, model)
     engine = AuditEngine(model=model, settings=settings, analyses=chosen, seed=seed,
                          batch_size=batch_size, min_eps=min_eps)
+    timings: dict[str, float] = {}
     with TemporaryDirectory() as state:
         if engine.fitted_settings():
-            engine.fit(TensorSource(images, labels), Path(state))
-        timings: dict[str, float] = {}
+            fitted = engine.fit(TensorSource(images, labels), Path(state))
+            timings.update({f"fit:{key}": value for key, value in fitted.items()})
         arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings)
     sections = [*engine.summarize(arrays), *skipped]
     provenance = {
