@@ -39,7 +39,7 @@ def run_audit(
 
     model.eval()
     settings = expand_attacks(attacks)
-    chosen, skipped = resolve_analyses(analyses, model)
+    chosen, skipped = resolve_analyses(analyses, model, attacks=bool(settings))
     engine = AuditEngine(model=model, settings=settings, analyses=chosen, seed=seed,
                          batch_size=batch_size, min_eps=min_eps)
     timings: dict[str, float] = {}
