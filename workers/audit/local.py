@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -28,11 +28,14 @@ def run_audit(
     seed: int = 0,
     batch_size: int = 32,
     min_eps: bool = False,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], list[Section]]:
     """Run an audit and return ``(report, sections)``; the report follows the JSON schema.
 
     ``images`` are ``[N, C, H, W]`` in ``[0, 1]`` at the model's size; ``labels`` follow the
-    head's convention (class indices, or 0/1 findings).
+    head's convention (class indices, or 0/1 findings). ``should_stop`` is polled inside
+    every attack's loop and before every fitting batch (``True`` stops the audit with
+    :class:`~workers.attacks.functional.AttackStoppedError`).
     """
     from workers.audit.provenance import device_description, package_versions
     from workers.reports.builder import build_report
@@ -45,9 +48,10 @@ def run_audit(
     timings: dict[str, float] = {}
     with TemporaryDirectory() as state:
         if engine.fitted_settings():
-            fitted = engine.fit(TensorSource(images, labels), Path(state))
+            fitted = engine.fit(TensorSource(images, labels), Path(state), should_stop)
             timings.update({f"fit:{key}": value for key, value in fitted.items()})
-        arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings)
+        arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings,
+                            should_stop=should_stop)
     sections = [*engine.summarize(arrays), *skipped]
     provenance = {
         "model": {"name": model.card.name, "sha256": model.card.sha256,

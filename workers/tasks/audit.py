@@ -285,6 +285,7 @@ def finalize(job_id: str) -> None:
         return
     with ctx:
         ctx.start("finalizing")
+        ctx.check_cancelled()
         job = ctx.load()
         started = time.perf_counter()
         loaded = _load(rt, job)

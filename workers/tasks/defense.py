@@ -130,7 +130,8 @@ def train(job_id: str) -> None:
 
         before, after = evaluate_pair(original, hardened, data.eval_x, data.eval_y,
                                       eval_attacks or DEFAULT_EVAL_ATTACKS, seed,
-                                      batch_size=int(params.get("batch_size", 64)))
+                                      batch_size=int(params.get("batch_size", 64)),
+                                      should_stop=ctx.should_stop)
         ctx.progress(0.95, "registering")
         new_id = _register(rt, job, row, hardened, result, data)
         sections = [training_section(result.history), comparison_section(before, after)]
