@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
@@ -9,9 +11,10 @@ from torch import Tensor, nn
 
 from models.errors import JobCancelledError
 from tests.workers.attacks.conftest import Trained
+from workers.attacks import FittedAttack, get_attack
 from workers.attacks import functional as F
-from workers.attacks import get_attack
 from workers.attacks.fitted import TensorSource
+from workers.attacks.uap import UAP
 
 
 class Counter:
@@ -37,6 +40,12 @@ class Forwards(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         self.calls += 1
         return self.inner(x)
+
+
+def _fitted(name: str, **params: Any) -> FittedAttack[Any]:
+    attack = get_attack(name, **params)
+    assert isinstance(attack, FittedAttack)
+    return attack
 
 
 def test_pgd_loop_stops_at_the_iteration_the_callback_says_stop() -> None:
@@ -86,7 +95,7 @@ def test_each_attack_stops_within_its_loop(
 @pytest.mark.parametrize("name", ["gap", "uap"])
 def test_fitting_stops_between_batches(trained: dict[str, Trained], name: str) -> None:
     t = trained["softmax-2"]
-    attack = get_attack(name, epochs=100, batch_size=8)
+    attack = _fitted(name, epochs=100, batch_size=8)
     stop = Counter(allow=2)
     source = TensorSource(t.train_images[:64], t.train_labels[:64])
     with pytest.raises(F.AttackStoppedError):
@@ -105,10 +114,12 @@ def test_fitting_reads_a_source_batch_by_batch(trained: dict[str, Trained]) -> N
             return super().take(index)
 
     images, labels = t.train_images[:40], t.train_labels[:40]
-    from_source = get_attack("uap", epochs=2, batch_size=16).fit(
-        t.model, Recording(images, labels), generator=torch.Generator().manual_seed(1))
-    from_tensors = get_attack("uap", epochs=2, batch_size=16).fit(
-        t.model, images, labels, generator=torch.Generator().manual_seed(1))
+    from_source = get_attack("uap", epochs=2, batch_size=16)
+    from_tensors = get_attack("uap", epochs=2, batch_size=16)
+    assert isinstance(from_source, UAP)
+    assert isinstance(from_tensors, UAP)
+    from_source.fit(t.model, Recording(images, labels), generator=torch.Generator().manual_seed(1))
+    from_tensors.fit(t.model, images, labels, generator=torch.Generator().manual_seed(1))
     # Never more than a batch at a time (plus a one-image probe of the shape).
     assert max(taken) == 16
     assert sorted(set(taken)) == [1, 8, 16]
