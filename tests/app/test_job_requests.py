@@ -73,11 +73,14 @@ def test_analysis_parameters_are_checked(api: Api) -> None:
 
 
 def test_an_audit_without_attacks_needs_analyses_that_need_none(api: Api) -> None:
-    assert "need attacks" in _message(_audit(api, attacks=[], analyses=["quantitative"]))
+    assert "sanity need attacks" in _message(
+        _audit(api, attacks=[], analyses=["quantitative", "sanity"]))
     assert "name them in analyses" in _message(_audit(api, attacks=[]))
-    # The perturbation benchmark alone passes validation: the model look-up comes next.
-    response = _audit(api, attacks=[], analyses=["perturbations"])
-    assert response.status_code == 404, response.text
+    # The perturbation benchmark, or clean metrics, pass validation: the model look-up
+    # comes next.
+    for analyses in (["perturbations"], ["quantitative"]):
+        response = _audit(api, attacks=[], analyses=analyses)
+        assert response.status_code == 404, response.text
 
 
 def test_good_requests_pass_validation(api: Api) -> None:

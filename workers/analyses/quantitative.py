@@ -86,6 +86,8 @@ class QuantitativeAnalysis(Analysis):
 
     name: ClassVar[str] = "quantitative"
     Params: ClassVar[type[QuantitativeParams]] = QuantitativeParams
+    #: Without attacks it reports the clean metrics alone.
+    needs_adversarial: ClassVar[bool] = False
 
     def parse_params(self, params: dict[str, Any] | None) -> QuantitativeParams:
         return parse_params(QuantitativeParams, params, self.name)

@@ -249,4 +249,4 @@ ANALYSIS_PARAMS: dict[str, type[BaseModel]] = {
 
 #: Analyses that can run on an audit without attacks (they perturb images themselves, or
 #: report clean metrics only).
-ANALYSES_WITHOUT_ATTACKS: tuple[str, ...] = ("perturbations",)
+ANALYSES_WITHOUT_ATTACKS: tuple[str, ...] = ("perturbations", "quantitative")

@@ -14,11 +14,17 @@ def test_the_perturbation_benchmark_alone_runs_without_attacks() -> None:
     t = train_model("softmax-2")
     analyses = [{"name": "perturbations", "params": {
         "perturbations": ["gaussian_noise", "brightness"], "severities": [1, 5],
-        "sequences": []}}, {"name": "quantitative"}]
+        "sequences": []}}, {"name": "quantitative"}, {"name": "sanity"}]
     report, sections = run_audit(t.model, t.images[:32], t.labels[:32], [], analyses=analyses)
     by_name = {s.name: s for s in sections}
-    assert by_name["quantitative"].applicable is False
-    assert by_name["quantitative"].reason == "the audit runs no attack"
+    assert by_name["sanity"].applicable is False
+    assert by_name["sanity"].reason == "the audit runs no attack"
+    # Clean metrics alone: every fixture image is classified right.
+    clean = by_name["quantitative"]
+    assert clean.applicable is True
+    assert clean.data["n_images"] == 32
+    assert clean.data["clean"]["accuracy"] == 1.0
+    assert clean.data["attacks"] == {}
     perturbations = by_name["perturbations"]
     assert perturbations.applicable is True
     assert report["attacks"] == {}

@@ -30,7 +30,8 @@ def _model(architecture: str | None) -> DiagnosticModel:
 
 def _data() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
-    return torch.rand(40, 1, 16, 16, generator=gen), (torch.rand(40, 3, generator=gen) < 0.5).float()
+    images = torch.rand(40, 1, 16, 16, generator=gen)
+    return images, (torch.rand(40, 3, generator=gen) < 0.5).float()
 
 
 def _save_then_recalibrate(device: str, architecture: str | None, tmp_path: Path) -> None:
