@@ -91,9 +91,6 @@ class PerturbationsParams(CataloguePerturbationsParams):
     """The catalogue's :class:`~app.core.catalogue.analyses.PerturbationsParams` (the API
     validates with it), plus the look-ups of the perturbations it names."""
 
-    # The same three names as the catalogue's, as the engine's enum.
-    modality: Modality | None = None
-
     def corruptions(self, channels: int) -> list[Perturbation]:
         names = (
             self.perturbations
@@ -240,7 +237,7 @@ class PerturbationsAnalysis(Analysis):
                 "severities": list(params.severities),
                 "frames": params.frames,
                 "difficulty": params.difficulty,
-                "modality": params.modality.value if params.modality else None,
+                "modality": params.modality,
                 "corruptions": list(corrupted),
                 "sequences": sequenced,
             },
