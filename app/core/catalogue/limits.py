@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import (
     BaseModel,
@@ -161,7 +161,6 @@ __all__ = [
     "MAX_SEARCH_STEPS",
     "MAX_SETTINGS",
     "MAX_STEPS",
-    "Annotated",
     "Fraction",
     "Range",
     "in_range",
