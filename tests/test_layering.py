@@ -139,3 +139,40 @@ def test_published_report_schema_is_the_engines() -> None:
     from workers.reports.schema import REPORT_SCHEMA
 
     assert json.loads(REPORT_SCHEMA_FILE.read_text()) == REPORT_SCHEMA
+
+
+def test_perturbation_catalogue_matches_engine() -> None:
+    from app.core.catalogue import PERTURBATION_NAMES
+    from workers.perturbations import list_perturbations
+
+    assert list(PERTURBATION_NAMES) == list_perturbations()
+
+
+def test_engine_builds_from_the_catalogues_parameter_models() -> None:
+    from app.core.catalogue import ANALYSIS_PARAMS, ATTACK_PARAMS, DEFENSE_PARAMS
+    from workers.analyses.registry import analysis_class
+    from workers.attacks import attack_class, list_attacks
+    from workers.defenses import defense_class, list_defenses
+
+    assert {n: attack_class(n).params_model for n in list_attacks()} == ATTACK_PARAMS
+    assert {n: defense_class(n).Params for n in list_defenses()} == DEFENSE_PARAMS
+    for name, model in ANALYSIS_PARAMS.items():
+        engine = getattr(analysis_class(name), "Params", None)
+        if engine is None:  # perturbations validates through its own parse function
+            from workers.analyses import perturbations
+
+            engine = perturbations.PerturbationsParams
+        # The same model, or the engine's subclass that only adds look-up methods.
+        assert issubclass(engine, model), name
+        assert engine.model_fields.keys() == model.model_fields.keys(), name
+
+
+def test_catalogue_is_torch_free() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, app.core.catalogue; "
+            "print(sorted(m for m in ('torch', 'numpy', 'workers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == "[]"

@@ -143,7 +143,20 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default=0, ge=0, description="0 keeps torch's default.")
 
     # Jobs.
-    shard_size: int = Field(default=256, ge=1, description="Images per audit shard.")
+    shard_size: int = Field(
+        default=0, ge=0, le=100_000,
+        description="Images per audit shard; 0 sizes shards from the audit's cost so that "
+        "each holds about shard_target_seconds of work.",
+    )
+    shard_target_seconds: float = Field(
+        default=5.0, gt=0, le=3600,
+        description="Work per shard when shards are sized from the cost: progress, retry "
+        "and cancel move at least this often.",
+    )
+    job_time_limit_seconds: int = Field(
+        default=6 * 3600, ge=60,
+        description="Wall time after which a running job is stopped and failed.",
+    )
     heartbeat_seconds: float = Field(default=5.0, gt=0)
     stale_after_seconds: float = Field(
         default=60.0,

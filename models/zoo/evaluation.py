@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, roc_auc_score, roc_curve
 
 from models.card import Task
 from models.wrapper import DiagnosticModel
@@ -103,19 +103,19 @@ def metrics(
 
 def youden_thresholds(probs: np.ndarray, labels: np.ndarray) -> list[float]:
     """Per-finding thresholds maximizing sensitivity + specificity - 1 (Youden's J),
-    the usual operating point when the findings' prevalences differ a lot."""
+    the usual operating point when the findings' prevalences differ a lot.
+
+    ``probs`` and ``labels`` are ``[N, K]``; one ROC curve per finding
+    (``sklearn.metrics.roc_curve``, O(N log N)); a finding is positive at ``p >= t``.
+    Thresholds are clipped to ``[0.01, 0.99]``; a finding without both classes keeps 0.5.
+    """
     out = []
     for k in range(probs.shape[1]):
-        y, p = labels[:, k].astype(bool), probs[:, k]
+        y, p = labels[:, k] > 0.5, probs[:, k]
         if y.all() or not y.any():
             out.append(0.5)
             continue
-        candidates = np.unique(np.clip(p, 0.01, 0.99))
-        best, best_t = -1.0, 0.5
-        for t in candidates:
-            pred = p >= t
-            j = pred[y].mean() + (~pred[~y]).mean() - 1.0
-            if j > best:
-                best, best_t = j, float(t)
-        out.append(round(best_t, 4))
+        fpr, tpr, thresholds = roc_curve(y, p, drop_intermediate=False)
+        best = int(np.argmax(tpr - fpr))  # the highest threshold among ties
+        out.append(float(np.clip(thresholds[best], 0.01, 0.99)))
     return out

@@ -18,11 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from models.errors import InvalidParametersError
-
-INJECTED_KEYS = frozenset({"attacks", "attack_stats", "min_eps", "seed"})
+from app.core.catalogue.analyses import INJECTED_KEYS
+from app.core.catalogue.limits import validate_model
 
 P = TypeVar("P", bound=BaseModel)
 
@@ -30,21 +29,7 @@ P = TypeVar("P", bound=BaseModel)
 def parse_params(model: type[P], params: Mapping[str, Any] | None, analysis: str) -> P:
     """Validate the user parameters of ``analysis`` (injected keys are left out)."""
     own = {k: v for k, v in (params or {}).items() if k not in INJECTED_KEYS}
-    try:
-        return model.model_validate(own)
-    except ValidationError as exc:
-        messages = []
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"])
-            if err["type"] == "extra_forbidden":
-                valid = ", ".join(sorted(model.model_fields))
-                messages.append(
-                    f"unknown parameter {where!r} for analysis {analysis!r}; "
-                    f"valid parameters: {valid}"
-                )
-            else:
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                messages.append(msg if where in msg else f"{where}: {msg}")
-        raise InvalidParametersError(
-            "; ".join(messages), details={"analysis": analysis, "errors": messages}
-        ) from exc
+    return validate_model(model, own, f"analysis {analysis!r}")
+
+
+__all__ = ["INJECTED_KEYS", "parse_params"]

@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 
+from app.core.catalogue.analyses import ClinicalParams
 from models.errors import InvalidParametersError
 from workers.analyses.alignment import attack_field, attack_rows
 from workers.analyses.analysis_params import parse_params
@@ -74,18 +74,6 @@ def healthy_index(labels: tuple[str, ...] | list[str], override: str | None = No
         return list(labels).index(override)
     found = [i for i, label in enumerate(labels) if is_healthy_label(label)]
     return found[0] if found else None
-
-
-class ClinicalParams(BaseModel):
-    """Parameters of ``clinical``.
-
-    Attributes:
-        healthy_label: the label that means "healthy" (found by name when omitted).
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    healthy_label: str | None = None
 
 
 class ClinicalAnalysis(Analysis):

@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict
 from torch import Tensor
 
+from app.core.catalogue.analyses import DiscriminabilityParams
 from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
@@ -65,34 +65,11 @@ from workers.analyses.layers import (
     validate_layers,
 )
 from workers.analyses.plotting import PALETTE, new_grid, render_png
-from workers.params import in_range
 
 PROJECTION_SEED = 20210301
 TSNE_MAX_POINTS = 2000
 PROBE_MAX_IMAGES = 20_000
 FLOAT16_MAX = 65504.0
-
-Method = Literal["auto", "tsne", "pca"]
-
-
-class DiscriminabilityParams(BaseModel):
-    """Parameters of ``discriminability``.
-
-    Attributes:
-        layer: a layer whose output to use instead of the penultimate features.
-        method: 2-D embedding: ``"pca"``, ``"tsne"`` or ``"auto"`` (t-SNE up to 2000 points).
-        max_points: images (per setting) in the embedding and the silhouette, stratified.
-        projection_dim: features wider than this are randomly projected to it.
-        probe_test_fraction: share of the images held out to test the linear probe.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    layer: str | None = None
-    method: Method = "auto"
-    max_points: Annotated[int, in_range(20, 20000)] = 1000
-    projection_dim: Annotated[int, in_range(2, 1024)] = 128
-    probe_test_fraction: Annotated[float, in_range(0.05, 0.95)] = 0.3
 
 
 

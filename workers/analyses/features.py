@@ -34,8 +34,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 
+from app.core.catalogue.analyses import FeaturesParams
 from models.errors import InvalidParametersError
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
@@ -52,34 +52,6 @@ from workers.analyses.jsonable import jsonable
 from workers.analyses.layer_taps import LayerReader
 from workers.analyses.layers import LayerAccessError, TapPoint, find_blocks
 from workers.analyses.plotting import PALETTE, new_figure, render_png
-
-MAX_LAYERS = 64
-
-
-class FeaturesParams(BaseModel):
-    """Parameters of ``features``.
-
-    Attributes:
-        layers: module paths (``"layer2"``, ``"features.3"``; ``"node:<name>"`` in graph
-            programs) in depth order; the main blocks are found automatically when omitted.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    layers: tuple[str, ...] | None = None
-
-    @field_validator("layers")
-    @classmethod
-    def _layers(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is None:
-            return v
-        if not 1 <= len(v) <= MAX_LAYERS:
-            raise ValueError(f"layers must name between 1 and {MAX_LAYERS} layers")
-        if len(set(v)) != len(v):
-            raise ValueError("layers must be unique")
-        if any(not name.strip() for name in v):
-            raise ValueError("layers must be non-empty names")
-        return v
 
 
 def relative_change(clean: torch.Tensor, adv: torch.Tensor) -> torch.Tensor:

@@ -46,13 +46,13 @@ from __future__ import annotations
 import json
 import math
 import weakref
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor
 
+from app.core.catalogue.analyses import GradCAMParams
 from models.card import Head
 from models.errors import InvalidParametersError
 from models.heads import predict
@@ -90,42 +90,11 @@ from workers.analyses.stats import nanmean
 __all__ = ["GradCAMAnalysis", "GradCAMParams", "centre_of_mass", "choose_layer", "grad_cam",
            "iou", "mass_inside", "target_scores", "top_region"]
 from workers.analyses.tensors import thumbnail, to_uint8
-from workers.params import in_range
 
 Target = Literal["predicted", "clean-prediction", "label"]
 THUMBNAIL = 128
 
 
-class GradCAMParams(BaseModel):
-    """Parameters of ``gradcam``.
-
-    Attributes:
-        layer: the convolutional block to explain (module path, or ``node:<name>``); the
-            last convolutional block when omitted.
-        target: which class each map explains (see the module docstring).
-        findings: multi-label only: explain each of these findings on every image.
-        top_fraction: share of pixels in a map's top region (0.2: the top 20%).
-        samples_per_batch: thumbnails kept per batch for the gallery.
-        gallery_size: images shown per attack in the gallery.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    layer: str | None = None
-    target: Target = "predicted"
-    findings: tuple[str, ...] | None = None
-    top_fraction: Annotated[float, in_range(0, 1, lo_open=True, hi_open=True)] = 0.2
-    samples_per_batch: Annotated[int, in_range(0, 2)] = 1
-    gallery_size: Annotated[int, in_range(0, 24)] = 6
-
-    @field_validator("findings")
-    @classmethod
-    def _findings(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is not None and not 1 <= len(v) <= 32:
-            raise ValueError("findings must name between 1 and 32 findings")
-        if v is not None and len(set(v)) != len(v):
-            raise ValueError("findings must be unique")
-        return v
 
 
 def _thumbnail(x: Tensor) -> Tensor:

@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 
+from app.core.catalogue.analyses import LabelCorrelationParams
 from models.wrapper import DiagnosticModel
 from workers.analyses.alignment import attack_field
 from workers.analyses.analysis_params import parse_params
@@ -48,25 +48,6 @@ SINGLE_LABEL_REASON = (
     "label correlation compares co-occurring findings and needs a multi-label model (one "
     "sigmoid per finding); this model is single-label"
 )
-
-
-class LabelCorrelationParams(BaseModel):
-    """Parameters of ``label_correlation``.
-
-    Attributes:
-        top_pairs: how many of the most moved finding pairs to list per attack.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    top_pairs: int = 10
-
-    @field_validator("top_pairs")
-    @classmethod
-    def _top_pairs(cls, v: int) -> int:
-        if not 1 <= v <= 100:
-            raise ValueError("top_pairs must be in [1, 100]")
-        return v
 
 
 def correlation_matrix(values: np.ndarray) -> tuple[np.ndarray, list[int]]:

@@ -177,7 +177,7 @@ class PerturbationsAnalysis(Analysis):
                 "severities": list(params.severities),
                 "frames": params.frames,
                 "difficulty": params.difficulty,
-                "modality": params.modality.value if params.modality else None,
+                "modality": params.modality,
                 "corruptions": list(corrupted),
                 "sequences": sequenced,
             },

@@ -39,8 +39,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 
+from app.core.catalogue.analyses import QuantitativeParams
 from models.wrapper import DiagnosticModel
 from workers.analyses import metrics as M
 from workers.analyses.alignment import attack_field, attack_rows, clean_rows
@@ -54,45 +54,6 @@ from workers.analyses.quantitative_figures import (
     min_eps_figure,
     robustness_curve_figure,
 )
-
-
-class QuantitativeParams(BaseModel):
-    """Parameters of ``quantitative``.
-
-    Attributes:
-        n_bootstrap: bootstrap resamples for the intervals (0 disables them).
-        confidence: the intervals' coverage.
-        bootstrap_seed: the resampling seed; the audit's seed when omitted.
-        min_eps_bins: bins of the minimum-eps histogram.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    n_bootstrap: int = 1000
-    confidence: float = 0.95
-    bootstrap_seed: int | None = None
-    min_eps_bins: int = 20
-
-    @field_validator("n_bootstrap")
-    @classmethod
-    def _n_bootstrap(cls, v: int) -> int:
-        if not 0 <= v <= 100_000:
-            raise ValueError("n_bootstrap must be in [0, 100000]")
-        return v
-
-    @field_validator("confidence")
-    @classmethod
-    def _confidence(cls, v: float) -> float:
-        if not 0.0 < v < 1.0:
-            raise ValueError("confidence must be in (0, 1)")
-        return v
-
-    @field_validator("min_eps_bins")
-    @classmethod
-    def _bins(cls, v: int) -> int:
-        if not 1 <= v <= 255:
-            raise ValueError("min_eps_bins must be in [1, 255]")
-        return v
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -127,6 +88,8 @@ class QuantitativeAnalysis(Analysis):
 
     name: ClassVar[str] = "quantitative"
     Params: ClassVar[type[QuantitativeParams]] = QuantitativeParams
+    #: Without attacks it reports the clean metrics alone.
+    needs_adversarial: ClassVar[bool] = False
 
     def parse_params(self, params: dict[str, Any] | None) -> QuantitativeParams:
         return parse_params(QuantitativeParams, params, self.name)

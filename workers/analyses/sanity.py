@@ -57,14 +57,12 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, field_validator
 
+from app.core.catalogue.analyses import SanityParams
 from models import heads
 from workers.analyses.alignment import attack_field, attack_rows, clean_rows
 from workers.analyses.analysis_params import parse_params
 from workers.analyses.attack_keys import (
-    BLACK_BOX_ATTACKS,
-    WHITE_BOX_ATTACKS,
     AttackInfo,
     attack_infos,
     values_match,
@@ -74,48 +72,6 @@ from workers.analyses.jsonable import jsonable
 
 UNRELIABLE = "results may be unreliable"
 
-DEFAULT_WHITE_BOX = WHITE_BOX_ATTACKS
-
-
-class SanityParams(BaseModel):
-    """Parameters of ``sanity`` (see the module docstring for what each threshold tests)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    accuracy_tolerance: float = 0.0
-    min_effective_eps: float = 8 / 255
-    max_zero_gradient_fraction: float = 0.0
-    atol: float = 1e-4
-    rtol: float = 1e-4
-    min_gradient_norm: float = 1e-8
-    max_vanishing_fraction: float = 0.5
-    probe_steps: int = 5
-    probe_eps: float = 8 / 255
-    max_stalled_fraction: float = 0.5
-    black_box_attacks: tuple[str, ...] = BLACK_BOX_ATTACKS
-    white_box_attacks: tuple[str, ...] = DEFAULT_WHITE_BOX
-
-    @field_validator("probe_steps")
-    @classmethod
-    def _steps(cls, v: int) -> int:
-        if not 0 <= v <= 100:
-            raise ValueError("probe_steps must be in [0, 100]")
-        return v
-
-    @field_validator("accuracy_tolerance", "max_zero_gradient_fraction", "min_effective_eps",
-                     "max_vanishing_fraction", "max_stalled_fraction", "probe_eps")
-    @classmethod
-    def _unit(cls, v: float, info: Any) -> float:
-        if not 0.0 <= v <= 1.0:
-            raise ValueError(f"{info.field_name} must be in [0, 1]")
-        return v
-
-    @field_validator("atol", "rtol", "min_gradient_norm")
-    @classmethod
-    def _non_negative(cls, v: float, info: Any) -> float:
-        if v < 0:
-            raise ValueError(f"{info.field_name} must be >= 0")
-        return v
 
 
 class SanityAnalysis(Analysis):

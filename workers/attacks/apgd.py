@@ -15,28 +15,43 @@ With ``restarts > 1`` each restart runs only on images still robust after quanti
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from app.core.catalogue.attacks import ApgdLoss, APGDParams
 from workers.attacks import functional as F
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext, Best, run_on_robust
 from workers.attacks.objectives import Objective, check_dlr
-from workers.attacks.params import NormBudgetParams, PositiveSteps, Restarts
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
 
-ApgdLoss = Literal["ce", "dlr"]
+
+def _surface_start(x: Tensor, eps: float, norm: F.Norm, generator: torch.Generator | None,
+                   mask: Tensor | None) -> Tensor:
+    """A random point on the surface of the ``eps`` ball around ``x`` (Croce & Hein's
+    initialization), clipped to ``[0, 1]``."""
+    view = (-1, *([1] * (x.dim() - 1)))
+    noise = F.draw_noise(tuple(x.shape), x, generator, normal=norm == "l2")
+    if norm == "linf":
+        noise = noise * 2.0 - 1.0
+        noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)
+    else:
+        noise = noise / (F.l2_norms(noise).view(view) + 1e-12)
+    if mask is not None:
+        noise = noise * mask
+    return (x + eps * noise).clamp_(0.0, 1.0)
 
 
-class APGDParams(NormBudgetParams):
-    """APGD: ``eps`` budget (``norm``), ``steps`` iterations, ``loss`` ``ce`` | ``dlr``."""
-
-    steps: PositiveSteps = 100
-    loss: ApgdLoss = "ce"
-    restarts: Restarts = 1
+def _to_halve(window: Tensor, k: int, rho: float, reduced_last: Tensor, best_last: Tensor,
+              best: Tensor) -> Tensor:
+    """Images whose step to halve at a checkpoint: the loss went up in at most ``rho`` of
+    the last ``k`` steps, or the best loss did not improve since a checkpoint that kept
+    the step. ``window`` is the ``[k + 1, N]`` loss history since the last checkpoint."""
+    increases = (window[1:] > window[:-1]).sum(0)
+    return (increases <= k * rho) | (~reduced_last & (best_last >= best))
 
 
 def apgd(
@@ -78,20 +93,11 @@ def apgd(
         g = grad / (F.l2_norms(grad).view(view) + 1e-12)
         return project(x_adv + step * g)
 
-    # Start: a random point on the surface of the ball (Croce & Hein's initialization).
-    noise = F.draw_noise(tuple(x.shape), x, generator, normal=norm == "l2")
-    if norm == "linf":
-        noise = noise * 2.0 - 1.0
-        noise = noise / noise.flatten(1).abs().amax(1).clamp_min(1e-12).view(view)
-    else:
-        noise = noise / (F.l2_norms(noise).view(view) + 1e-12)
-    if mask is not None:
-        noise = noise * mask
-    x_adv = (x + eps * noise).clamp_(0.0, 1.0)
-
+    x_adv = _surface_start(x, eps, norm, generator, mask)
+    # Croce & Hein's checkpoints: first after 22% of the steps, then ever closer (3% less
+    # each time) down to 6%.
     n_iter2 = max(int(0.22 * steps), 1)
-    n_iter_min = max(int(0.06 * steps), 1)
-    size_decr = max(int(0.03 * steps), 1)
+    n_iter_min, size_decr = max(int(0.06 * steps), 1), max(int(0.03 * steps), 1)
 
     loss_now, grad, out = grad_at(x_adv)
     success = objective.success(out)
@@ -106,6 +112,7 @@ def apgd(
     counter, k = 0, n_iter2
 
     for i in range(steps):
+        ctx.check_stop()
         momentum = 0.75 if i > 0 else 1.0
         z = ascend(x_adv, grad, step)
         z = project(x_adv + (z - x_adv) * momentum + (x_adv - x_old) * (1.0 - momentum))
@@ -123,13 +130,8 @@ def apgd(
 
         counter += 1
         if counter == k:
-            # Halve the step where the loss went up in at most rho of the last k steps, or
-            # where the best loss did not improve since a checkpoint that kept the step.
-            window = history[i + 1 - k : i + 2]
-            increases = (window[1:] > window[:-1]).sum(0)
-            oscillating = increases <= k * rho
-            stalled = ~reduced_last_check & (loss_best_last_check >= loss_best)
-            reduce = oscillating | stalled
+            reduce = _to_halve(history[i + 1 - k : i + 2], k, rho, reduced_last_check,
+                               loss_best_last_check, loss_best)
             reduced_last_check = reduce
             loss_best_last_check = loss_best.clone()
             step = torch.where(reduce.view(view), step / 2.0, step)

@@ -15,46 +15,22 @@ cascade is APGD, then Square. ``eps`` is in pixel units of ``[0, 1]`` images;
 from __future__ import annotations
 
 import logging
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
+from app.core.catalogue.attacks import AutoAttackParams
 from models.card import Head
 from workers.attacks.apgd import apgd, run_apgd
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext, run_on_robust
 from workers.attacks.objectives import Objective
-from workers.attacks.params import AttackParams, Eps, Finding, PositiveSteps
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
 from workers.attacks.square import square_linf
 
 logger = logging.getLogger(__name__)
-
-
-def _target_classes(value: int) -> int:
-    if value < 1:
-        raise ValueError("target_classes must be >= 1")
-    return value
-
-
-def _queries(value: int) -> int:
-    if value < 0:
-        raise ValueError("queries must be >= 0")
-    return value
-
-
-class AutoAttackParams(AttackParams):
-    """Cascade: APGD ``steps``, up to ``target_classes`` targeted DLR runs, Square ``queries``
-    (0 skips Square). ``finding`` restricts a multi-label model to one finding."""
-
-    eps: Eps = 4 / 255
-    steps: PositiveSteps = 100
-    target_classes: Annotated[int, AfterValidator(_target_classes)] = 9
-    queries: Annotated[int, AfterValidator(_queries)] = 5000
-    finding: Finding = None
 
 
 @register

@@ -84,6 +84,7 @@ class Attack(ABC, Generic[P]):
         mask: Tensor | None = None,
         generator: torch.Generator | None = None,
         head: Head | str | None = None,
+        should_stop: F.ShouldStop | None = None,
     ) -> AttackResult:
         """Attack a batch.
 
@@ -96,9 +97,13 @@ class Attack(ABC, Generic[P]):
                 perturbation may touch.
             generator: random source; defaults to one seeded with ``params.seed``.
             head: the output head, overriding ``model.head``.
+            should_stop: polled inside the attack's loop (every iteration); ``True``
+                raises :class:`~workers.attacks.functional.AttackStoppedError` (a
+                :class:`~models.errors.JobCancelledError`).
         """
         with frozen(model):
             ctx = self.context(model, images, head)
+            ctx.should_stop = should_stop
             x = check_images(images, ctx.device)
             n = x.shape[0]
             y = check_labels(labels.to(ctx.device), ctx.head, ctx.num_classes, n)

@@ -34,6 +34,8 @@ class AttackContext:
         device: where the model lives; every tensor handed to the algorithm is there.
         autocast: run forwards under CUDA autocast.
         quantize: quantize final images to 8 bits.
+        should_stop: polled by the algorithm's loop (:meth:`check_stop`); ``True`` stops
+            the attack with :class:`~workers.attacks.functional.AttackStoppedError`.
     """
 
     model: nn.Module
@@ -44,6 +46,11 @@ class AttackContext:
     device: torch.device
     autocast: bool = False
     quantize: bool = True
+    should_stop: F.ShouldStop | None = None
+
+    def check_stop(self) -> None:
+        """Raise :class:`~workers.attacks.functional.AttackStoppedError` if asked to stop."""
+        F.check_stop(self.should_stop)
 
     def amp(self) -> AbstractContextManager[Any]:
         """CUDA autocast (float16) when enabled and on a GPU, else nothing."""

@@ -14,47 +14,17 @@ saved. ``norm_found`` is its L2 size in pixel units, ``inf`` where none was foun
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
+from app.core.catalogue.attacks import CWParams
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
-from workers.attacks.params import LearningRate, PositiveSteps, TargetedParams
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-
-def _positive_c(value: float) -> float:
-    if not value > 0:
-        raise ValueError("c must be > 0")
-    return value
-
-
-def _search_steps(value: int) -> int:
-    if value < 1:
-        raise ValueError("search_steps must be >= 1")
-    return value
-
-
-def _confidence(value: float) -> float:
-    if value < 0:
-        raise ValueError("confidence must be >= 0")
-    return value
-
-
-class CWParams(TargetedParams):
-    """C&W L2: initial ``c``, ``search_steps`` bisections of ``steps`` Adam steps at ``lr``,
-    and the margin ``confidence`` (kappa, in logits) required beyond the boundary."""
-
-    c: Annotated[float, AfterValidator(_positive_c)] = 1.0
-    search_steps: Annotated[int, AfterValidator(_search_steps)] = 5
-    steps: PositiveSteps = 100
-    lr: LearningRate = 0.01
-    confidence: Annotated[float, AfterValidator(_confidence)] = 0.0
 
 
 @register
@@ -88,6 +58,7 @@ class CarliniWagnerL2(Attack[CWParams]):
             optimizer = torch.optim.Adam([w], lr=p.lr)
             found = torch.zeros(n, dtype=torch.bool, device=x.device)
             for _ in range(p.steps):
+                ctx.check_stop()
                 x_adv = (torch.tanh(w) + 1.0) / 2.0
                 if mask is not None:
                     x_adv = x + (x_adv - x) * mask

@@ -22,35 +22,18 @@ so an image is only finished when its quantized version fools the model. The res
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
+from app.core.catalogue.attacks import DeepFoolParams
 from models.card import Head
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
-from workers.attacks.params import AttackParams, Finding, Norm, Overshoot, PositiveSteps
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-
-def _candidates(value: int) -> int:
-    if value < 1:
-        raise ValueError("candidates must be >= 1")
-    return value
-
-
-class DeepFoolParams(AttackParams):
-    """DeepFool: at most ``steps`` linearizations, ``overshoot``, ``candidates`` classes."""
-
-    norm: Norm = "l2"
-    steps: PositiveSteps = 50
-    overshoot: Overshoot = 0.02
-    candidates: Annotated[int, AfterValidator(_candidates)] = 10
-    finding: Finding = None
 
 
 @register
@@ -79,6 +62,7 @@ class DeepFool(Attack[DeepFoolParams]):
         active = torch.arange(n, device=x.device)
 
         for it in range(p.steps + 1):
+            ctx.check_stop()
             x_a = current[active].requires_grad_(True)
             margins = objective.subset(active).margins(ctx.forward(x_a))
             keep = (margins.detach() > 0).all(dim=1)

@@ -13,19 +13,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from app.core.catalogue.attacks import FGSMParams
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
-from workers.attacks.params import Eps, TargetedParams
 from workers.attacks.pgd import run_pgd
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-
-class FGSMParams(TargetedParams):
-    """FGSM: the L-infinity budget ``eps`` in ``[0, 1]``."""
-
-    eps: Eps = 4 / 255
 
 
 @register

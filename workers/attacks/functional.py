@@ -18,10 +18,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Literal
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from models.errors import JobCancelledError
+
 Norm = Literal["linf", "l2"]
+#: Polled inside attack loops; ``True`` stops the attack (see :func:`check_stop`).
+ShouldStop = Callable[[], bool]
+
+
+class AttackStoppedError(JobCancelledError):
+    """An attack stopped inside its loop because its ``should_stop`` callback said so
+    (a job's cancel, typically); the batch's work is abandoned."""
+
+
+def check_stop(should_stop: ShouldStop | None) -> None:
+    """Raise :class:`AttackStoppedError` when ``should_stop()`` is true.
+
+    Attack loops call this once per iteration (per gradient step, query round or fitting
+    batch), so a cancel takes effect within one iteration instead of after the batch; the
+    callback is expected to be cheap (the job's one reads the database at most once a
+    second).
+    """
+    if should_stop is not None and should_stop():
+        raise AttackStoppedError("the attack was stopped on request")
 
 #: Added to norms before dividing by them.
 _TINY = 1e-12
@@ -155,6 +177,23 @@ def quantize_8bit(
     return out.clamp_(0.0, 1.0)
 
 
+def to_uint8(x: Tensor) -> np.ndarray:
+    """Images in ``[0, 1]`` (any shape, e.g. ``[N, C, H, W]``) as uint8 grey levels
+    ``round(255 * x)`` on the CPU, same shape (values outside ``[0, 1]`` clipped)."""
+    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+
+
+def _step_rows(steps: int | Tensor, x: Tensor) -> tuple[int, Tensor | None]:
+    """Iterations to run, and for per-image step counts a ``[iterations, N]`` 0/1 factor on
+    each image's step (images with fewer steps stop moving early)."""
+    if not isinstance(steps, Tensor):
+        return int(steps), None
+    steps_t = steps.to(x.device)
+    n_iter = int(steps_t.max()) if steps_t.numel() else 0
+    rows = torch.arange(n_iter, device=x.device).view(-1, 1) < steps_t.view(1, -1)
+    return n_iter, rows.to(x.dtype)
+
+
 def pgd(
     model_fn: Callable[[Tensor], Tensor],
     x: Tensor,
@@ -167,6 +206,7 @@ def pgd(
     random_start: bool = True,
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
+    should_stop: ShouldStop | None = None,
 ) -> Tensor:
     """Projected gradient ascent (Madry et al. 2018, "Towards deep learning models
     resistant to adversarial attacks"); with ``random_start=False`` it is BIM
@@ -190,6 +230,7 @@ def pgd(
         generator: random source for the start (seed it for reproducible results).
         mask: optional ``[N, 1, H, W]`` (or broadcastable) 0/1 region the perturbation
             may touch.
+        should_stop: polled before every step; ``True`` raises :class:`AttackStoppedError`.
 
     Returns:
         Adversarial images ``[N, C, H, W]`` in ``[0, 1]``, within ``eps`` of ``x``,
@@ -203,16 +244,7 @@ def pgd(
     if mask is not None:
         mask = mask.to(device=x.device, dtype=x.dtype)
 
-    if isinstance(steps, Tensor):
-        steps_t = steps.to(x.device)
-        n_iter = int(steps_t.max()) if steps_t.numel() else 0
-        # Per-image step counts become a 0/1 factor on the step, one row per iteration.
-        active: Tensor | None = (
-            torch.arange(n_iter, device=x.device).view(-1, 1) < steps_t.view(1, -1)
-        ).to(x.dtype)
-    else:
-        n_iter = int(steps)
-        active = None
+    n_iter, active = _step_rows(steps, x)
 
     if random_start:
         delta = random_init(x, eps, norm, generator=generator)
@@ -229,6 +261,7 @@ def pgd(
         upper = (x + e).clamp_(max=1.0)
 
     for t in range(n_iter):
+        check_stop(should_stop)
         x_adv.requires_grad_(True)
         loss = loss_fn(model_fn(x_adv))
         (grad,) = torch.autograd.grad(loss, x_adv)

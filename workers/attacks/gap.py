@@ -21,47 +21,23 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, ClassVar, Self
+from typing import ClassVar, Self
 
+import numpy as np
 import torch
-from pydantic import AfterValidator
 from torch import Tensor, nn
 
+from app.core.catalogue.attacks import GAPParams
 from models.card import Head
 from models.errors import ConflictError, InvalidModelFileError
 from workers.attacks.context import AttackContext, frozen, model_device, model_fingerprint
-from workers.attacks.fitted import FittedAttack, iterate_batches
-from workers.attacks.objectives import Objective, check_labels, resolve_finding
-from workers.attacks.params import AttackParams, BatchSize, Epochs, Eps, Finding, LearningRate
+from workers.attacks.fitted import FitSource, FittedAttack
+from workers.attacks.functional import ShouldStop
+from workers.attacks.objectives import Objective, resolve_finding
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
 
 logger = logging.getLogger(__name__)
-
-
-def _width(value: int) -> int:
-    if not 1 <= value <= 256:
-        raise ValueError("width must be in [1, 256]")
-    return value
-
-
-def _blocks(value: int) -> int:
-    if not 0 <= value <= 32:
-        raise ValueError("blocks must be in [0, 32]")
-    return value
-
-
-class GAPParams(AttackParams):
-    """GAP: L-infinity ``eps``; generator ``width`` (first-layer channels) and residual
-    ``blocks``; training ``epochs``, ``batch_size`` and Adam ``lr``."""
-
-    eps: Eps = 4 / 255
-    width: Annotated[int, AfterValidator(_width)] = 16
-    blocks: Annotated[int, AfterValidator(_blocks)] = 3
-    epochs: Epochs = 10
-    batch_size: BatchSize = 32
-    lr: LearningRate = 2e-4
-    finding: Finding = None
 
 
 class _ResidualBlock(nn.Module):
@@ -144,35 +120,31 @@ class GAP(FittedAttack[GAPParams]):
     def fit(
         self,
         model: nn.Module,
-        images: Tensor,
-        labels: Tensor,
+        images: Tensor | FitSource,
+        labels: Tensor | None = None,
         *,
         epochs: int | None = None,
         batch_size: int | None = None,
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         head: Head | str | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> Self:
         p = self.params
-        epochs = epochs or p.epochs
-        batch_size = batch_size or p.batch_size
-        ctx = self.context(model, images[:1], head)
-        labels = check_labels(labels, ctx.head, ctx.num_classes, images.shape[0])
-        channels = int(images.shape[1])
+        run = self.setup_fit(model, images, labels, epochs=epochs, batch_size=batch_size,
+                             generator=generator, mask=mask, head=head,
+                             should_stop=should_stop)
+        ctx = run.ctx
+        channels = int(run.source.take(np.arange(1))[0].shape[1])
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(p.seed)
             net = ResnetGenerator(channels, p.width, p.blocks).to(ctx.device)
-        if generator is None:
-            generator = torch.Generator().manual_seed(p.seed)
         optimizer = torch.optim.Adam(net.parameters(), lr=p.lr, betas=(0.5, 0.999))
         net.train()
         with frozen(model), torch.enable_grad():
-            for epoch in range(epochs):
+            for epoch in range(run.epochs):
                 total, count = 0.0, 0
-                for xb, yb, mb in iterate_batches(
-                    images, labels, mask, batch_size=batch_size, device=ctx.device,
-                    generator=generator,
-                ):  # fmt: skip
+                for xb, yb, mb in run.batches():
                     objective = self._training_objective(ctx, xb, yb)
                     delta = net(xb) * p.eps
                     if mb is not None:
@@ -184,7 +156,8 @@ class GAP(FittedAttack[GAPParams]):
                     optimizer.step()
                     total += float(loss.detach()) * xb.shape[0]
                     count += xb.shape[0]
-                logger.info("gap epoch %d/%d: target loss %.4f", epoch + 1, epochs, total / count)
+                logger.info("gap epoch %d/%d: target loss %.4f", epoch + 1, run.epochs,
+                            total / count)
         net.eval()
         self.net, self.channels = net, channels
         self.fitted_for = model_fingerprint(model)
@@ -247,14 +220,14 @@ class GAP(FittedAttack[GAPParams]):
                 metadata = dict(handle.metadata() or {})
             state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise InvalidModelFileError(f"cannot read GAP state from {path}: {exc}") from exc
+            raise InvalidModelFileError("cannot read the fitted GAP state") from exc
         self._check_metadata(metadata, model)
         channels = int(metadata.get("channels", "0"))
         net = ResnetGenerator(channels, self.params.width, self.params.blocks)
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:
-            raise InvalidModelFileError(f"GAP state in {path} does not fit: {exc}") from exc
+            raise InvalidModelFileError("the fitted GAP state does not fit the generator") from exc
         net.eval()
         if model is not None:
             net.to(model_device(model))

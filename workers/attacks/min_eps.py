@@ -14,41 +14,19 @@ images, L-infinity or L2. A robustness curve is ``(norm_found <= eps).mean()`` o
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import AfterValidator, model_validator
 from torch import Tensor, nn
 
+from app.core.catalogue.attacks import MinEpsParams
 from models.card import Head
 from workers.attacks import functional as F
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
-from workers.attacks.params import AnyEps, PositiveSteps, TargetedParams, check_budget
 from workers.attacks.registry import get_attack, register
 from workers.attacks.result import Outcome
-
-
-def _search_steps(value: int) -> int:
-    if not 0 <= value <= 30:
-        raise ValueError("search_steps must be in [0, 30]")
-    return value
-
-
-class MinEpsParams(TargetedParams):
-    """Bisection over PGD: ``eps_max``, PGD ``steps``, ``search_steps`` halvings."""
-
-    norm: F.Norm = "linf"
-    eps_max: AnyEps = 16 / 255
-    steps: PositiveSteps = 20
-    search_steps: Annotated[int, AfterValidator(_search_steps)] = 8
-    random_start: bool = True
-
-    @model_validator(mode="after")
-    def _eps_max_in_range(self) -> MinEpsParams:
-        check_budget("eps_max", self.eps_max, self.norm)
-        return self
 
 
 @register
@@ -89,6 +67,7 @@ class MinEps(Attack[MinEpsParams]):
                 ctx.forward, x[index], loss_fn,
                 eps=eps, step_size=2.5 * eps / p.steps, steps=p.steps, norm=p.norm,
                 random_start=p.random_start, generator=generator, mask=sub_mask,
+                should_stop=ctx.should_stop,
             )  # fmt: skip
             final, out = ctx.evaluate(adv, x[index], eps, p.norm)
             success = sub.success(out)
@@ -133,6 +112,7 @@ def min_eps(
     mask: Tensor | None = None,
     generator: torch.Generator | None = None,
     head: Head | str | None = None,
+    should_stop: F.ShouldStop | None = None,
 ) -> Tensor:
     """``[N]`` smallest PGD budget that fools each image (``inf`` where ``eps_max`` does
     not; 0 where the clean image is already wrong). See :class:`MinEps`."""
@@ -140,6 +120,7 @@ def min_eps(
         "min_eps", eps_max=eps_max, steps=steps, search_steps=search_steps, norm=norm,
         target=target, finding=finding, quantize=quantize, seed=seed,
     )  # fmt: skip
-    result = attack(model, images, labels, mask=mask, generator=generator, head=head)
+    result = attack(model, images, labels, mask=mask, generator=generator, head=head,
+                    should_stop=should_stop)
     assert result.norm_found is not None
     return result.norm_found

@@ -22,32 +22,13 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
+from app.core.catalogue.attacks import BIMParams, PGDParams
 from workers.attacks import functional as F
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext, Best, run_on_robust
 from workers.attacks.objectives import Objective
-from workers.attacks.params import NormBudgetParams, Restarts, Steps, StepSize
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-
-class BIMParams(NormBudgetParams):
-    """BIM: ``eps`` budget, ``steps`` steps of ``step_size`` (default ``2.5 * eps / steps``)."""
-
-    step_size: StepSize | None = None
-    steps: Steps = 10
-
-    def resolved_step(self) -> float:
-        if self.step_size is not None:
-            return self.step_size
-        return 2.5 * self.eps / max(self.steps, 1)
-
-
-class PGDParams(BIMParams):
-    """PGD: BIM plus a uniform random start in the ball and ``restarts``."""
-
-    random_start: bool = True
-    restarts: Restarts = 1
 
 
 def run_pgd(
@@ -84,6 +65,7 @@ def run_pgd(
             random_start=random_start,
             generator=generator,
             mask=mask_sub,
+            should_stop=ctx.should_stop,
         )
         return adv, torch.full((x_sub.shape[0],), steps, dtype=torch.long, device=x.device)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from app.core.catalogue.attacks import ATTACK_PARAMS
 from models.errors import InvalidParametersError
 from workers.attacks.base import Attack
 from workers.attacks.params import validate_params
@@ -21,6 +22,9 @@ A = TypeVar("A", bound=type[Attack[Any]])
 def register(cls: A) -> A:
     """Class decorator: make ``cls`` available as ``get_attack(cls.name)``."""
     name = cls.name
+    if ATTACK_PARAMS.get(name) is not cls.params_model:
+        # The API validates with the catalogue's model; the engine must build from it too.
+        raise ValueError(f"attack {name!r} does not use the catalogue's parameter model")
     if name in _REGISTRY and _REGISTRY[name] is not cls:
         raise ValueError(f"attack {name!r} is already registered")
     _REGISTRY[name] = cls

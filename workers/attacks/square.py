@@ -16,39 +16,18 @@ queries once fooled. ``eps`` is in pixel units of ``[0, 1]`` images.
 from __future__ import annotations
 
 import math
-from typing import Annotated, ClassVar
+from typing import ClassVar
 
 import torch
-from pydantic import AfterValidator
 from torch import Tensor
 
+from app.core.catalogue.attacks import SquareParams
 from workers.attacks import functional as F
 from workers.attacks.base import Attack
 from workers.attacks.context import AttackContext
 from workers.attacks.objectives import Objective
-from workers.attacks.params import Eps, TargetedParams
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
-
-
-def _queries(value: int) -> int:
-    if value < 1:
-        raise ValueError("queries must be >= 1")
-    return value
-
-
-def _p_init(value: float) -> float:
-    if not 0.0 < value <= 1.0:
-        raise ValueError("p_init must be in (0, 1]")
-    return value
-
-
-class SquareParams(TargetedParams):
-    """Square: L-infinity ``eps``, ``queries`` per image, initial window fraction ``p_init``."""
-
-    eps: Eps = 4 / 255
-    queries: Annotated[int, AfterValidator(_queries)] = 1000
-    p_init: Annotated[float, AfterValidator(_p_init)] = 0.8
 
 
 def p_schedule(p_init: float, it: int, queries: int) -> float:
@@ -90,6 +69,8 @@ def square_linf(
         full_mask = mask is not None and mask.shape[0] == n
 
         for it in range(queries - 1):
+            if it % 10 == 0:  # a query round is cheap; poll every tenth
+                ctx.check_stop()
             todo = (margin > 0).nonzero().flatten()
             if todo.numel() == 0:
                 break

@@ -18,16 +18,18 @@ import logging
 from pathlib import Path
 from typing import ClassVar, Self
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
+from app.core.catalogue.attacks import UAPParams
 from models.card import Head
 from models.errors import ConflictError, InvalidModelFileError
 from workers.attacks import functional as F
 from workers.attacks.context import AttackContext, frozen, model_device, model_fingerprint
-from workers.attacks.fitted import FittedAttack, iterate_batches
-from workers.attacks.objectives import Objective, check_labels
-from workers.attacks.params import BatchSize, Epochs, NormBudgetParams, StepSize
+from workers.attacks.fitted import FitSource, FittedAttack
+from workers.attacks.functional import ShouldStop
+from workers.attacks.objectives import Objective
 from workers.attacks.registry import register
 from workers.attacks.result import Outcome
 
@@ -35,18 +37,6 @@ logger = logging.getLogger(__name__)
 
 #: Per-image loss ceiling during the fit (Shafahi et al.'s clipped loss).
 LOSS_CLIP = 9.0
-
-
-class UAPParams(NormBudgetParams):
-    """UAP: ``eps`` budget in ``norm``; sign (L-infinity) or normalized (L2) ascent steps
-    of ``step_size`` (default ``eps / 8``) over ``epochs`` passes of ``batch_size``."""
-
-    step_size: StepSize | None = None
-    epochs: Epochs = 5
-    batch_size: BatchSize = 32
-
-    def resolved_step(self) -> float:
-        return self.step_size if self.step_size is not None else max(self.eps / 8.0, 1e-12)
 
 
 @register
@@ -64,31 +54,28 @@ class UAP(FittedAttack[UAPParams]):
     def fit(
         self,
         model: nn.Module,
-        images: Tensor,
-        labels: Tensor,
+        images: Tensor | FitSource,
+        labels: Tensor | None = None,
         *,
         epochs: int | None = None,
         batch_size: int | None = None,
         generator: torch.Generator | None = None,
         mask: Tensor | None = None,
         head: Head | str | None = None,
+        should_stop: ShouldStop | None = None,
     ) -> Self:
         p = self.params
-        epochs = epochs or p.epochs
-        batch_size = batch_size or p.batch_size
-        ctx = self.context(model, images[:1], head)
-        labels = check_labels(labels, ctx.head, ctx.num_classes, images.shape[0])
+        run = self.setup_fit(model, images, labels, epochs=epochs, batch_size=batch_size,
+                             generator=generator, mask=mask, head=head,
+                             should_stop=should_stop)
+        ctx = run.ctx
         step = p.resolved_step()
-        delta = torch.zeros(1, *images.shape[1:], device=ctx.device)
-        if generator is None:
-            generator = torch.Generator().manual_seed(p.seed)
+        first = run.source.take(np.arange(1))[0]
+        delta = torch.zeros(1, *first.shape[1:], device=ctx.device)
         with frozen(model), torch.enable_grad():
-            for epoch in range(epochs):
+            for epoch in range(run.epochs):
                 fooled, count = 0, 0
-                for xb, yb, mb in iterate_batches(
-                    images, labels, mask, batch_size=batch_size, device=ctx.device,
-                    generator=generator,
-                ):  # fmt: skip
+                for xb, yb, mb in run.batches():
                     objective = self.objective(ctx, xb, yb)
                     delta.requires_grad_(True)
                     shift = delta if mb is None else delta * mb
@@ -103,7 +90,8 @@ class UAP(FittedAttack[UAPParams]):
                     delta = F.project(delta, p.eps, p.norm)
                     fooled += int(objective.success(outputs.detach()).sum())
                     count += xb.shape[0]
-                logger.info("uap epoch %d/%d: fooling rate %.3f", epoch + 1, epochs, fooled / count)
+                logger.info("uap epoch %d/%d: fooling rate %.3f", epoch + 1, run.epochs,
+                            fooled / count)
         self.delta = delta.detach()
         self.fitted_for = model_fingerprint(model)
         return self
@@ -150,11 +138,11 @@ class UAP(FittedAttack[UAPParams]):
                 metadata = dict(handle.metadata() or {})
             state = load_file(str(path))
         except (SafetensorError, OSError) as exc:
-            raise InvalidModelFileError(f"cannot read UAP state from {path}: {exc}") from exc
+            raise InvalidModelFileError("cannot read the fitted UAP state") from exc
         self._check_metadata(metadata, model)
         delta = state.get("perturbation")
         if delta is None or delta.dim() != 4 or delta.shape[0] != 1:
-            raise InvalidModelFileError(f"{path} holds no [1, C, H, W] perturbation")
+            raise InvalidModelFileError("the fitted UAP state holds no [1, C, H, W] perturbation")
         if model is not None:
             delta = delta.to(model_device(model))
         self.delta = delta

@@ -15,6 +15,8 @@ resumed after a crash reproduces an uninterrupted run.
 from __future__ import annotations
 
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from models.wrapper import DiagnosticModel
 from workers.analyses.attack_keys import format_value
 from workers.analyses.base import Analysis, BatchContext, Section, SummaryContext, merge_arrays
 from workers.analyses.tensors import to_uint8
+from workers.attacks.fitted import FitSource
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +75,12 @@ def _number(value: Any) -> float:
 
 
 def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
-    """One setting per attack and eps value; every setting validated by the engine."""
+    """One setting per attack and eps value; every setting validated by the engine.
+
+    An empty list is an audit of analyses that need no attack. Lists of eps values and the
+    number of settings are bounded (the catalogue's ``MAX_EPS_VALUES``, ``MAX_SETTINGS``).
+    """
+    from app.core.catalogue import MAX_EPS_VALUES, MAX_SETTINGS
     from workers.attacks import get_attack
 
     settings: list[AttackSetting] = []
@@ -81,12 +89,18 @@ def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
         params = dict(spec.get("params") or {})
         eps_values = params.pop("eps", None)
         eps_list = eps_values if isinstance(eps_values, list) else [eps_values]
+        if not 1 <= len(eps_list) <= MAX_EPS_VALUES:
+            raise InvalidParametersError(
+                f"eps lists must hold 1 to {MAX_EPS_VALUES} values, got {len(eps_list)}")
         for eps in eps_list:
             p = dict(params)
             if eps is not None:
                 p["eps"] = _number(eps)
             get_attack(name, **p)  # validates; raises InvalidParametersError
             settings.append(AttackSetting(attack_key(name, p), name, p))
+    if len(settings) > MAX_SETTINGS:
+        raise InvalidParametersError(
+            f"an audit may run at most {MAX_SETTINGS} attack settings, got {len(settings)}")
     keys = [s.key for s in settings]
     duplicates = sorted({k for k in keys if keys.count(k) > 1})
     if duplicates:
@@ -95,12 +109,13 @@ def expand_attacks(specs: Sequence[dict[str, Any]]) -> list[AttackSetting]:
 
 
 def resolve_analyses(
-    requested: Sequence[dict[str, Any]] | None, model: DiagnosticModel
+    requested: Sequence[dict[str, Any]] | None, model: DiagnosticModel, *, attacks: bool = True
 ) -> tuple[list[tuple[Analysis, dict[str, Any]]], list[Section]]:
     """The analyses to run, and 'not applicable' sections for those that do not apply.
 
     Omitted means every registered analysis that applies to the model, except the opt-in
-    ones (:data:`OPT_IN_ANALYSES`).
+    ones (:data:`OPT_IN_ANALYSES`). Without ``attacks``, analyses that compare adversarial
+    images are not applicable either.
     """
     from workers.analyses.registry import get_analysis, list_analyses
 
@@ -113,6 +128,8 @@ def resolve_analyses(
     for name, params in names:
         analysis = get_analysis(name)
         reason = analysis.not_applicable(model)
+        if reason is None and not attacks and analysis.needs_adversarial:
+            reason = "the audit runs no attack"
         if reason is not None:
             skipped.append(Section(name=name, applicable=False, data={}, reason=reason))
         else:
@@ -127,9 +144,11 @@ class AuditEngine:
     analyses: list[tuple[Analysis, dict[str, Any]]]
     seed: int = 0
     batch_size: int = 32
-    min_eps: bool = True
+    #: The per-image minimum-eps search is opt-in: it costs several times the attacks.
+    min_eps: bool = False
     grid_samples: int = 8
     _attacks: dict[str, Any] = field(default_factory=dict, init=False)
+    _should_stop: Callable[[], bool] | None = field(default=None, init=False)
 
     # -- attacks -------------------------------------------------------------------------
     def attack(self, setting: AttackSetting) -> Any:
@@ -142,9 +161,10 @@ class AuditEngine:
     def fitted_settings(self) -> list[AttackSetting]:
         return [s for s in self.settings if getattr(self.attack(s), "requires_fit", False)]
 
-    def fit(self, images: torch.Tensor, labels: torch.Tensor, state_dir: Path,
+    def fit(self, data: FitSource, state_dir: Path,
             should_stop: Callable[[], bool] | None = None) -> dict[str, float]:
-        """Fit GAP/UAP-style attacks once on the dataset and save their state."""
+        """Fit GAP/UAP-style attacks once on ``data`` (read batch by batch) and save their
+        state; ``should_stop`` is polled before every fitting batch."""
         timings: dict[str, float] = {}
         for i, setting in enumerate(self.fitted_settings()):
             attack = self.attack(setting)
@@ -152,15 +172,15 @@ class AuditEngine:
             if path.exists():
                 attack.load(str(path), self.model)
                 continue
-            if should_stop is not None and should_stop():
-                from models.errors import JobCancelledError
-
-                raise JobCancelledError("audit cancelled")
             start = time.perf_counter()
             gen = torch.Generator(device="cpu").manual_seed(self.seed * 7919 + i)
-            attack.fit(self.model, images, labels, generator=gen)
+            attack.fit(self.model, data, generator=gen, should_stop=should_stop)
             state_dir.mkdir(parents=True, exist_ok=True)
-            attack.save(str(path))
+            # A second delivery of the plan may fit at the same time: never expose a
+            # half-written file under the final name.
+            partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+            attack.save(str(partial))
+            os.replace(partial, path)
             timings[setting.key] = time.perf_counter() - start
         return timings
 
@@ -181,8 +201,13 @@ class AuditEngine:
         on_batch: Callable[[float], None] | None = None,
         on_adversarial: Callable[[str, np.ndarray, torch.Tensor], None] | None = None,
         timings: dict[str, float] | None = None,
+        should_stop: Callable[[], bool] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Every setting and analysis on a slice; returns ``"analysis/key"`` arrays."""
+        """Every setting and analysis on a slice; returns ``"analysis/key"`` arrays.
+
+        ``should_stop`` is polled inside every attack's loop; ``True`` raises
+        :class:`~workers.attacks.functional.AttackStoppedError` within one iteration."""
+        self._should_stop = should_stop
         device = self.model.device
         parts: list[dict[str, np.ndarray]] = []
         n = images.shape[0]
@@ -210,7 +235,8 @@ class AuditEngine:
         for j, setting in enumerate(self.settings):
             gen = torch.Generator(device=x.device).manual_seed(batch_seed + 7 * j)
             t0 = time.perf_counter()
-            result = self.attack(setting)(self.model, x, y, generator=gen)
+            result = self.attack(setting)(self.model, x, y, generator=gen,
+                                          should_stop=self._should_stop)
             _sync(x.device)
             timings[f"attack:{setting.key}"] = timings.get(f"attack:{setting.key}", 0.0) + (
                 time.perf_counter() - t0
@@ -248,7 +274,8 @@ class AuditEngine:
         eps_values = [s.eps for s in self.settings if s.eps is not None]
         eps_max = max([*eps_values, 8 / 255]) * 2
         gen = torch.Generator(device=x.device).manual_seed(seed + 99991)
-        found = min_eps(self.model, x, y, eps_max=min(eps_max, 1.0), generator=gen)
+        found = min_eps(self.model, x, y, eps_max=min(eps_max, 1.0), generator=gen,
+                        should_stop=self._should_stop)
         return found.detach().float().cpu().numpy()
 
     def _grid(self, x: torch.Tensor, y: torch.Tensor, idx: np.ndarray,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -12,6 +12,7 @@ import torch
 
 from models.wrapper import DiagnosticModel
 from workers.analyses.base import Section
+from workers.attacks.fitted import TensorSource
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 
 
@@ -28,26 +29,31 @@ def run_audit(
     batch_size: int = 32,
     min_eps: bool = False,
     metadata: Sequence[Mapping[str, str]] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], list[Section]]:
     """Run an audit and return ``(report, sections)``; the report follows the JSON schema.
 
     ``images`` are ``[N, C, H, W]`` in ``[0, 1]`` at the model's size; ``labels`` follow the
     head's convention (class indices, or 0/1 findings); ``metadata`` is one
-    ``{attribute: value}`` dict per image (for the ``subgroups`` section).
+    ``{attribute: value}`` dict per image (for the ``subgroups`` section). ``should_stop``
+    is polled inside every attack's loop and before every fitting batch (``True`` stops the
+    audit with :class:`~workers.attacks.functional.AttackStoppedError`).
     """
     from workers.audit.provenance import device_description, package_versions
     from workers.reports.builder import build_report
 
     model.eval()
     settings = expand_attacks(attacks)
-    chosen, skipped = resolve_analyses(analyses, model)
+    chosen, skipped = resolve_analyses(analyses, model, attacks=bool(settings))
     engine = AuditEngine(model=model, settings=settings, analyses=chosen, seed=seed,
                          batch_size=batch_size, min_eps=min_eps)
+    timings: dict[str, float] = {}
     with TemporaryDirectory() as state:
         if engine.fitted_settings():
-            engine.fit(images, labels, Path(state))
-        timings: dict[str, float] = {}
-        arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings)
+            fitted = engine.fit(TensorSource(images, labels), Path(state), should_stop)
+            timings.update({f"fit:{key}": value for key, value in fitted.items()})
+        arrays = engine.run(images, labels, np.arange(images.shape[0]), masks, timings=timings,
+                            should_stop=should_stop)
     sections = [*engine.summarize(arrays, metadata), *skipped]
     provenance = {
         "model": {"name": model.card.name, "sha256": model.card.sha256,

@@ -3,7 +3,8 @@
 Methods (one module each, registry by name): ``clean`` (plain fine-tuning baseline),
 ``pgd_at`` (Madry et al. 2018), ``trades`` (Zhang et al. 2019), ``mpadvt`` (the paper's
 multi-perturbation adversarial training), ``maadvt`` (the paper's misclassification-aware
-adversarial training, i.e. MART, Wang et al. 2020). Budgets are L-infinity in [0, 1] pixel
+adversarial training, i.e. MART, Wang et al. 2020), ``noise`` (Gaussian augmentation for
+randomized smoothing, Cohen et al. 2019). Budgets are L-infinity in [0, 1] pixel
 units. Usable as a plain library::
 
     from workers.defenses import train_defense

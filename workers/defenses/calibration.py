@@ -8,30 +8,12 @@ specificity - 1), as the zoo recipe does for its own models.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from models.wrapper import DiagnosticModel
+from models.zoo.evaluation import youden_thresholds
 
-
-def youden_thresholds(probs: np.ndarray, labels: np.ndarray) -> list[float]:
-    """``[K]`` thresholds maximizing J per finding; 0.5 for a finding without both classes."""
-    out: list[float] = []
-    for k in range(probs.shape[1]):
-        p, y = probs[:, k], labels[:, k] > 0.5
-        if y.all() or not y.any():
-            out.append(0.5)
-            continue
-        candidates = np.unique(p)
-        pos, neg = y.sum(), (~y).sum()
-        best, best_j = 0.5, -1.0
-        for t in candidates:
-            pred = p >= t
-            j = (pred & y).sum() / pos + (~pred & ~y).sum() / neg - 1.0
-            if j > best_j:
-                best, best_j = float(t), float(j)
-        out.append(float(np.clip(best, 0.01, 0.99)))
-    return out
+__all__ = ["recalibrated_thresholds", "youden_thresholds"]
 
 
 @torch.no_grad()

@@ -3,20 +3,14 @@ compared against (same optimizer, schedule, data order and model selection machi
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 
+from app.core.catalogue.defenses import CleanParams
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
 from workers.defenses.base import Defense, DefenseRandom, TrainingParams
-
-
-class CleanParams(TrainingParams):
-    """Training parameters only; the epoch is picked by clean validation accuracy unless
-    ``select_by="robust"``, and robust accuracy is still measured at ``eval_eps`` (4/255)."""
-
-    select_by: Literal["robust", "clean"] = "clean"
 
 
 class Clean(Defense):

@@ -20,47 +20,18 @@ rule of thumb; with one step this is FGSM from a random start).
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal, Self
+from typing import ClassVar
 
 import torch
-from pydantic import model_validator
 
+from app.core.catalogue.defenses import MPAdvTParams
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
 from workers.defenses.base import (
     Defense,
     DefenseRandom,
-    Eps,
-    Probability,
-    Steps,
     TrainingParams,
-    in_range,
 )
-
-
-class MPAdvTParams(TrainingParams):
-    """``eps_min``/``eps_max`` (0.01/0.04 in [0, 1] pixel units), ``steps_min``/
-    ``steps_max`` (1/9), ``p`` (0.5), ``step_scale`` (2.5), ``draw`` (``sample``).
-    Validation PGD defaults to the middle of the eps range."""
-
-    eps_min: Eps = 0.01
-    eps_max: Eps = 0.04
-    steps_min: Steps = 1
-    steps_max: Steps = 9
-    p: Probability = 0.5
-    step_scale: Annotated[float, in_range(0.0, 10.0, lo_open=True)] = 2.5
-    draw: Literal["sample", "batch"] = "sample"
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.eps_min > self.eps_max:
-            raise ValueError("eps_min must be <= eps_max")
-        if self.steps_min > self.steps_max:
-            raise ValueError("steps_min must be <= steps_max")
-        return self
-
-    def default_eval_eps(self) -> float:
-        return (self.eps_min + self.eps_max) / 2
 
 
 class MPAdvT(Defense):

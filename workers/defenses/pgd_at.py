@@ -13,13 +13,10 @@ from typing import ClassVar
 
 import torch
 
+from app.core.catalogue.defenses import PGDATParams
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
-from workers.defenses.base import AdversarialParams, Defense, DefenseRandom, TrainingParams
-
-
-class PGDATParams(AdversarialParams):
-    """``eps`` (default 4/255), ``steps`` (7), ``step_size`` (``2.5 * eps / steps``)."""
+from workers.defenses.base import Defense, DefenseRandom, TrainingParams
 
 
 class PGDAT(Defense):

@@ -4,17 +4,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from app.core.catalogue.defenses import DEFENSE_PARAMS
 from models.errors import InvalidParametersError
 from workers.defenses.base import Defense
 from workers.defenses.clean import Clean
 from workers.defenses.maadvt import MAAdvT
 from workers.defenses.mpadvt import MPAdvT
+from workers.defenses.noise import Noise
 from workers.defenses.pgd_at import PGDAT
 from workers.defenses.trades import TRADES
 
 DEFENSES: dict[str, type[Defense]] = {
-    cls.name: cls for cls in (Clean, PGDAT, TRADES, MPAdvT, MAAdvT)
+    cls.name: cls for cls in (Clean, PGDAT, TRADES, MPAdvT, MAAdvT, Noise)
 }
+# Each method trains with the catalogue's parameter model, the one the API validates with.
+for _name, _cls in DEFENSES.items():
+    if DEFENSE_PARAMS.get(_name) is not _cls.Params:
+        raise RuntimeError(f"defense {_name!r} does not use the catalogue's parameter model")
 
 
 def list_defenses() -> list[str]:

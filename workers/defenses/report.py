@@ -3,7 +3,7 @@ hardened model, clean vs robust accuracy on a Pareto plot, and the training curv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,15 +22,17 @@ DEFAULT_EVAL_ATTACKS: list[dict[str, Any]] = [
 def evaluate_pair(
     original: DiagnosticModel, hardened: DiagnosticModel, images: torch.Tensor,
     labels: torch.Tensor, attacks: Sequence[dict[str, Any]], seed: int, batch_size: int,
+    should_stop: Callable[[], bool] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Audit both models under the same attacks (GAP is fitted against each model)."""
+    """Audit both models under the same attacks (GAP is fitted against each model);
+    ``should_stop`` is polled inside every attack's loop."""
     from workers.audit.local import run_audit
 
     analyses = [{"name": "quantitative", "params": {}}]
     before, _ = run_audit(original, images, labels, attacks, analyses=analyses, seed=seed,
-                          batch_size=batch_size)
+                          batch_size=batch_size, should_stop=should_stop)
     after, _ = run_audit(hardened, images, labels, attacks, analyses=analyses, seed=seed,
-                         batch_size=batch_size)
+                         batch_size=batch_size, should_stop=should_stop)
     return before, after
 
 

@@ -17,22 +17,15 @@ from typing import ClassVar
 
 import torch
 
+from app.core.catalogue.defenses import TRADESParams
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
 from workers.defenses.base import (
-    AdversarialParams,
-    Beta,
     Defense,
     DefenseRandom,
     TrainingParams,
 )
 from workers.defenses.losses import kl_divergence
-
-
-class TRADESParams(AdversarialParams):
-    """``beta`` (default 6.0), ``eps`` (4/255), ``steps`` (7), ``step_size``."""
-
-    beta: Beta = 6.0
 
 
 class TRADES(Defense):

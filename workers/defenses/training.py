@@ -19,20 +19,17 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-import numpy as np
 import torch
 
 from models.architectures import ARCHITECTURES, build_architecture
-from models.card import Head
 from models.device import resolve_device
 from models.errors import (
     ConflictError,
-    InvalidDatasetError,
     InvalidParametersError,
     JobCancelledError,
 )
@@ -42,6 +39,8 @@ from models.wrapper import DiagnosticModel
 from workers.defenses.base import Defense, DefenseRandom, TrainingParams
 from workers.defenses.checkpoint import load_checkpoint, save_checkpoint
 from workers.defenses.registry import get_defense
+from workers.defenses.seeding import GlobalRng, derive_seed, generator
+from workers.defenses.splits import IndexedDataset, Split, batches
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +50,6 @@ ShouldStop = Callable[[], bool]
 # Stream identifiers mixed into the seed (see _derive_seed).
 _DATA, _ATTACK, _GLOBAL, _EVAL, _INIT = range(5)
 _NO_EPOCH = 2**31 - 1
-
-
-class IndexedDataset(Protocol):
-    """Anything with ``len`` and ``ds[i] -> (image [C, H, W], label)``; a
-    ``TensorDataset(images, labels)`` is read batch-wise through its ``tensors``."""
-
-    def __len__(self) -> int: ...
-
-    def __getitem__(self, index: int) -> Sequence[Any]: ...
 
 
 @dataclass(frozen=True)
@@ -132,118 +122,6 @@ class DefenseResult:
         }
 
 
-# --------------------------------------------------------------------------- data
-
-
-class _Split:
-    """Batch access to a dataset as ``[B, C, H, W]`` floats in [0, 1] and labels."""
-
-    def __init__(self, data: IndexedDataset, model: DiagnosticModel, what: str) -> None:
-        self.what = what
-        self.data = data
-        self.model = model
-        tensors = getattr(data, "tensors", None)
-        self.tensors: tuple[torch.Tensor, torch.Tensor] | None = None
-        if isinstance(tensors, (tuple, list)) and len(tensors) >= 2:
-            self.tensors = (tensors[0], tensors[1])
-        self.size = len(data)
-        if self.size == 0:
-            raise InvalidDatasetError(f"the {what} split is empty")
-
-    def __len__(self) -> int:
-        return self.size
-
-    def batch(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.tensors is not None:
-            x, y = self.tensors[0][index], self.tensors[1][index]
-        else:
-            items = [self.data[int(i)] for i in index]
-            x = torch.stack([torch.as_tensor(item[0]) for item in items])
-            y = torch.stack([torch.as_tensor(item[1]) for item in items])
-        return self._check(x, y)
-
-    def _check(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        what = self.what
-        expected = self.model.input_shape
-        if x.dim() != 4 or tuple(x.shape[1:]) != expected:
-            raise InvalidDatasetError(
-                f"{what} images must be [N, {expected[0]}, {expected[1]}, {expected[2]}], "
-                f"got {list(x.shape)}"
-            )
-        if x.dtype == torch.uint8:
-            x = x.float() / 255.0
-        elif not x.is_floating_point():
-            raise InvalidDatasetError(f"{what} images must be float in [0, 1] or uint8")
-        else:
-            x = x.float()
-            lo, hi = torch.aminmax(x)
-            if not (float(lo) >= 0.0 and float(hi) <= 1.0):
-                raise InvalidDatasetError(f"{what} images must be in [0, 1]")
-        head = self.model.head
-        n, k = x.shape[0], self.model.num_labels
-        if head == Head.SIGMOID:
-            if y.shape != (n, k):
-                raise InvalidDatasetError(
-                    f"{what} labels must be [N, {k}] 0/1 findings, got {list(y.shape)}"
-                )
-            y = y.float()
-        else:
-            y = y.reshape(-1).long() if y.dim() == 2 and y.shape[1] == 1 else y.long()
-            if y.shape != (n,) or int(y.min()) < 0 or int(y.max()) >= k:
-                raise InvalidDatasetError(
-                    f"{what} labels must be [N] class indices in [0, {k - 1}]"
-                )
-        return x, y
-
-
-def _batches(size: int, batch_size: int, order: torch.Tensor | None) -> list[torch.Tensor]:
-    index = order if order is not None else torch.arange(size)
-    chunks = list(index.split(batch_size))
-    # A trailing batch of one image breaks BatchNorm in train mode; it is a random image
-    # each epoch (the order is shuffled), so dropping it loses nothing systematically.
-    if order is not None and len(chunks) > 1 and chunks[-1].numel() == 1:
-        chunks.pop()
-    return chunks
-
-
-# --------------------------------------------------------------------------- randomness
-
-
-def _derive_seed(seed: int, epoch: int, stream: int) -> int:
-    state = np.random.SeedSequence([seed, epoch, stream]).generate_state(1, dtype=np.uint64)
-    return int(state[0] >> np.uint64(1))
-
-
-def _generator(device: torch.device, seed: int) -> torch.Generator:
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
-    return gen
-
-
-class _GlobalRng:
-    """Fork the global torch RNG (dropout, stochastic depth) and seed it; the caller's
-    global state is restored on exit."""
-
-    def __init__(self, device: torch.device, seed: int) -> None:
-        self.device = device
-        self.seed = seed
-        self._fork: Any = None
-
-    def __enter__(self) -> None:
-        cuda = self.device.type == "cuda"
-        index = self.device.index if self.device.index is not None else 0
-        devices = [index] if cuda else []
-        self._fork = torch.random.fork_rng(devices=devices)
-        self._fork.__enter__()
-        torch.random.default_generator.manual_seed(self.seed)
-        if cuda:
-            with torch.cuda.device(index):
-                torch.cuda.manual_seed(self.seed)
-
-    def __exit__(self, *exc: object) -> None:
-        self._fork.__exit__(*exc)
-
-
 # --------------------------------------------------------------------------- schedule
 
 
@@ -276,7 +154,7 @@ def _optimizer(params: TrainingParams, net: torch.nn.Module) -> torch.optim.Opti
 
 def evaluate(
     model: DiagnosticModel,
-    data: IndexedDataset | _Split,
+    data: IndexedDataset | Split,
     *,
     eps: float,
     steps: int = 10,
@@ -293,7 +171,7 @@ def evaluate(
     (cancellation); ``after_batch`` reports progress."""
     from workers.attacks.functional import pgd
 
-    split = data if isinstance(data, _Split) else _Split(data, model, "evaluation")
+    split = data if isinstance(data, Split) else Split(data, model, "evaluation")
     if step_size is None:
         step_size = 2.5 * eps / steps
     model.eval()
@@ -301,7 +179,7 @@ def evaluate(
     head = model.head
     thresholds = model.thresholds
     n_clean = n_robust = 0
-    for index in _batches(len(split), batch_size, None):
+    for index in batches(len(split), batch_size, None):
         if before_batch is not None:
             before_batch()
         x, y = split.batch(index)
@@ -348,7 +226,7 @@ def _prepare_model(
                 "from_scratch needs the card to name an allow-listed architecture; "
                 f"got {arch!r}, valid: {valid}"
             )
-        with _GlobalRng(torch.device("cpu"), _derive_seed(seed, _NO_EPOCH, _INIT)):
+        with GlobalRng(torch.device("cpu"), derive_seed(seed, _NO_EPOCH, _INIT)):
             net = build_architecture(
                 arch, model.card.input.channels, model.card.expected_outputs(model.head)
             )
@@ -356,7 +234,7 @@ def _prepare_model(
     return work.to(device)
 
 
-def _fingerprint(defense: Defense, seed: int, train: _Split, val: _Split) -> dict[str, Any]:
+def _fingerprint(defense: Defense, seed: int, train: Split, val: Split) -> dict[str, Any]:
     return {
         "method": defense.name,
         "params": defense.params.model_dump(mode="json"),
@@ -364,6 +242,83 @@ def _fingerprint(defense: Defense, seed: int, train: _Split, val: _Split) -> dic
         "train_size": len(train),
         "val_size": len(val),
     }
+
+
+@dataclass
+class _Run:
+    """A training run's state: what is checkpointed after every epoch, plus the progress
+    bookkeeping and the stop check."""
+
+    method: str
+    history: list[EpochRecord]
+    best_epoch: int
+    best_state: dict[str, torch.Tensor]
+    start: int
+    total_units: int
+    done_units: int
+    progress: Progress | None
+    should_stop: ShouldStop | None
+
+    def check(self, stage: str) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise JobCancelledError(
+                f"defense {self.method!r} cancelled during {stage}",
+                {"completed_epochs": len(self.history)},
+            )
+
+    def advance(self, stage: str) -> None:
+        self.done_units += 1
+        if self.progress is not None:
+            self.progress(min(1.0, self.done_units / self.total_units), stage)
+
+
+def _resume(run: _Run, checkpoint_dir: Path | None, fingerprint: dict[str, Any],
+            work: DiagnosticModel, optimizer: torch.optim.Optimizer) -> None:
+    """Restore ``run``, weights and optimizer from the checkpoint of the same job."""
+    if checkpoint_dir is None:
+        return
+    ckpt = load_checkpoint(checkpoint_dir)
+    if ckpt is None:
+        return
+    if ckpt.fingerprint != fingerprint:
+        raise ConflictError("the checkpoint folder belongs to a different job",
+                            {"checkpoint": ckpt.fingerprint, "job": fingerprint})
+    work.net.load_state_dict(ckpt.weights)
+    optimizer.load_state_dict(ckpt.optimizer)
+    run.history = [EpochRecord(**r) for r in ckpt.history]
+    run.best_epoch, run.best_state, run.start = ckpt.best_epoch, ckpt.best_weights, ckpt.epoch
+    logger.info("resuming %s from epoch %d", run.method, run.start)
+
+
+def _train_epoch(defense: Defense, work: DiagnosticModel, optimizer: torch.optim.Optimizer,
+                 split: Split, epoch: int, rng: DefenseRandom, seed: int, run: _Run,
+                 device: torch.device) -> tuple[float, float]:
+    """One pass over ``split``; returns the mean loss and the last learning rate."""
+    p = defense.params
+    stage = f"epoch {epoch}/{p.epochs}: training"
+    work.train()
+    total_loss, lr = 0.0, p.lr
+    with GlobalRng(device, derive_seed(seed, epoch, _GLOBAL)):
+        order = torch.randperm(len(split), generator=rng.cpu)
+        chunks = batches(len(split), p.batch_size, order)
+        for i, index in enumerate(chunks):
+            run.check(stage)
+            lr = learning_rate(p, epoch, i, len(chunks))
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, y = split.batch(index)
+            loss = defense.loss(work, x.to(device), y.to(device), rng)
+            if not torch.isfinite(loss):
+                raise InvalidParametersError(
+                    f"training diverged (loss {float(loss)}) at epoch {epoch}; "
+                    "lower the learning rate"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total_loss += float(loss.detach())
+            run.advance(stage)
+    return total_loss / max(1, len(chunks)), lr
 
 
 def train_defense(
@@ -410,145 +365,62 @@ def train_defense(
     defense = get_defense(method, **(params or {}))
     p = defense.params
     dev = resolve_device(str(device) if isinstance(device, torch.device) else device)
-    train_split = _Split(train, model, "train")
-    val_split = _Split(val, model, "validation")
+    train_split, val_split = Split(train, model, "train"), Split(val, model, "validation")
     work = _prepare_model(model, p, seed, dev)
     optimizer = _optimizer(p, work.net)
-    eval_eps, eval_steps, eval_step = p.validation_budget()
     fingerprint = _fingerprint(defense, seed, train_split, val_split)
-
-    history: list[EpochRecord] = []
-    best_epoch = 0
-    best_state: dict[str, torch.Tensor] = {}
-    start = 0
-    if checkpoint_dir is not None:
-        checkpoint_dir = Path(checkpoint_dir)
-        ckpt = load_checkpoint(checkpoint_dir)
-        if ckpt is not None:
-            if ckpt.fingerprint != fingerprint:
-                raise ConflictError(
-                    f"checkpoint in {checkpoint_dir} belongs to a different job",
-                    {"checkpoint": ckpt.fingerprint, "job": fingerprint},
-                )
-            work.net.load_state_dict(ckpt.weights)
-            optimizer.load_state_dict(ckpt.optimizer)
-            history = [EpochRecord(**r) for r in ckpt.history]
-            best_epoch, best_state = ckpt.best_epoch, ckpt.best_weights
-            start = ckpt.epoch
-            logger.info("resuming %s from epoch %d in %s", method, start, checkpoint_dir)
-
-    train_batches = len(_batches(len(train_split), p.batch_size, torch.arange(len(train_split))))
-    val_batches = len(_batches(len(val_split), p.batch_size, None))
-    total_units = p.epochs * (train_batches + val_batches)
-    done_units = start * (train_batches + val_batches)
-
-    def check(stage: str) -> None:
-        if should_stop is not None and should_stop():
-            raise JobCancelledError(
-                f"defense {method!r} cancelled during {stage}",
-                {"completed_epochs": len(history)},
-            )
-
-    def advance(stage: str) -> None:
-        nonlocal done_units
-        done_units += 1
-        if progress is not None:
-            progress(min(1.0, done_units / total_units), stage)
-
-    eval_gen_seed = _derive_seed(seed, _NO_EPOCH, _EVAL)
-    for epoch in range(start + 1, p.epochs + 1):
+    per_epoch = (len(batches(len(train_split), p.batch_size, torch.arange(len(train_split))))
+                 + len(batches(len(val_split), p.batch_size, None)))
+    run = _Run(method, [], 0, {}, 0, p.epochs * per_epoch, 0, progress, should_stop)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    _resume(run, ckpt_dir, fingerprint, work, optimizer)
+    run.done_units = run.start * per_epoch
+    eval_eps, eval_steps, eval_step = p.validation_budget()
+    for epoch in range(run.start + 1, p.epochs + 1):
         rng = DefenseRandom(
-            cpu=_generator(torch.device("cpu"), _derive_seed(seed, epoch, _DATA)),
-            attack=_generator(dev, _derive_seed(seed, epoch, _ATTACK)),
+            cpu=generator(torch.device("cpu"), derive_seed(seed, epoch, _DATA)),
+            attack=generator(dev, derive_seed(seed, epoch, _ATTACK)),
         )
-        stage = f"epoch {epoch}/{p.epochs}: training"
         t0 = time.perf_counter()
-        work.train()
-        total_loss, lr = 0.0, p.lr
-        with _GlobalRng(dev, _derive_seed(seed, epoch, _GLOBAL)):
-            order = torch.randperm(len(train_split), generator=rng.cpu)
-            batches = _batches(len(train_split), p.batch_size, order)
-            for i, index in enumerate(batches):
-                check(stage)
-                lr = learning_rate(p, epoch, i, len(batches))
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                x, y = train_split.batch(index)
-                x, y = x.to(dev), y.to(dev)
-                loss = defense.loss(work, x, y, rng)
-                if not torch.isfinite(loss):
-                    raise InvalidParametersError(
-                        f"training diverged (loss {float(loss)}) at epoch {epoch}; "
-                        "lower the learning rate"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                total_loss += float(loss.detach())
-                advance(stage)
+        loss, lr = _train_epoch(defense, work, optimizer, train_split, epoch, rng, seed, run,
+                                dev)
         seconds = time.perf_counter() - t0
-
         val_stage = f"epoch {epoch}/{p.epochs}: validating"
-        t1 = time.perf_counter()
         clean_acc, robust_acc = evaluate(
-            work,
-            val_split,
-            eps=eval_eps,
-            steps=eval_steps,
-            step_size=eval_step,
+            work, val_split, eps=eval_eps, steps=eval_steps, step_size=eval_step,
             batch_size=p.batch_size,
-            generator=_generator(dev, eval_gen_seed),
-            before_batch=functools.partial(check, val_stage),
-            after_batch=functools.partial(advance, val_stage),
+            generator=generator(dev, derive_seed(seed, _NO_EPOCH, _EVAL)),
+            before_batch=functools.partial(run.check, val_stage),
+            after_batch=functools.partial(run.advance, val_stage),
         )
-        record = EpochRecord(
-            epoch=epoch,
-            loss=total_loss / max(1, len(batches)),
-            clean_acc=clean_acc,
-            robust_acc=robust_acc,
-            lr=lr,
-            seconds=seconds,
-            eval_seconds=time.perf_counter() - t1,
-        )
-        history.append(record)
-        if best_epoch == 0 or _key(record, p) > _key(history[best_epoch - 1], p):
-            best_epoch = epoch
-            best_state = {k: v.detach().to("cpu").clone() for k, v in work.net.state_dict().items()}
-        logger.info(
-            "%s epoch %d/%d: loss %.4f clean %.3f robust %.3f (%.1fs)",
-            method,
-            epoch,
-            p.epochs,
-            record.loss,
-            clean_acc,
-            robust_acc,
-            seconds,
-        )
-        if checkpoint_dir is not None:
-            save_checkpoint(
-                checkpoint_dir,
-                epoch=epoch,
-                best_epoch=best_epoch,
-                fingerprint=fingerprint,
-                history=[r.to_json() for r in history],
-                weights=work.net.state_dict(),
-                optimizer=optimizer.state_dict(),
-            )
-
-    work.net.load_state_dict(best_state)
+        record = EpochRecord(epoch, loss, clean_acc, robust_acc, lr, seconds,
+                             time.perf_counter() - t0 - seconds)
+        _record_epoch(run, record, work, p)
+        if ckpt_dir is not None:
+            save_checkpoint(ckpt_dir, epoch=epoch, best_epoch=run.best_epoch,
+                            fingerprint=fingerprint, history=[r.to_json() for r in run.history],
+                            weights=work.net.state_dict(), optimizer=optimizer.state_dict())
+    work.net.load_state_dict(run.best_state)
     work.eval()
     return DefenseResult(
-        model=work,
-        best_state_dict=best_state,
-        best_epoch=best_epoch,
-        history=history,
-        method=defense.name,
-        params=p.model_dump(mode="json"),
-        seed=seed,
+        model=work, best_state_dict=run.best_state, best_epoch=run.best_epoch,
+        history=run.history, method=defense.name, params=p.model_dump(mode="json"), seed=seed,
         device=str(dev),
         eval_attack={"norm": "linf", "eps": eval_eps, "steps": eval_steps, "step_size": eval_step},
-        resumed_from_epoch=start,
+        resumed_from_epoch=run.start,
     )
+
+
+def _record_epoch(run: _Run, record: EpochRecord, work: DiagnosticModel,
+                  params: TrainingParams) -> None:
+    """Append ``record``; keep the weights when it is the best epoch so far."""
+    run.history.append(record)
+    if run.best_epoch == 0 or _key(record, params) > _key(run.history[run.best_epoch - 1], params):
+        run.best_epoch = record.epoch
+        run.best_state = {k: v.detach().to("cpu").clone() for k, v in work.net.state_dict().items()}
+    logger.info("%s epoch %d/%d: loss %.4f clean %.3f robust %.3f (%.1fs)", run.method,
+                record.epoch, params.epochs, record.loss, record.clean_acc, record.robust_acc,
+                record.seconds)
 
 
 def _key(record: EpochRecord, params: TrainingParams) -> tuple[float, float]:

@@ -1,5 +1,9 @@
-"""Job bookkeeping inside workers: state, progress, heartbeats and cancellation."""
+"""Job bookkeeping inside workers: state, progress, heartbeats, cancellation and shards."""
 
-from workers.jobs.context import JobContext, ShardLease
+from workers.jobs.context import CANCELLING, JobContext, JobTimeLimitError, redact_paths
+from workers.jobs.shards import ShardLease, insert_shards
 
-__all__ = ["JobContext", "ShardLease"]
+__all__ = [
+    "CANCELLING", "JobContext", "JobTimeLimitError", "ShardLease", "insert_shards",
+    "redact_paths",
+]

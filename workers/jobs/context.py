@@ -8,12 +8,11 @@ and ``cancel_requested`` is polled so a cancel takes effect within seconds.
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import threading
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -26,6 +25,9 @@ from models.errors import JobCancelledError, RobustDxError
 logger = logging.getLogger(__name__)
 
 FINAL = ("succeeded", "failed", "cancelled")
+#: Set by the API when a cancel is asked for while a worker runs the job; the worker sets
+#: ``cancelled`` once it has stopped.
+CANCELLING = "cancelling"
 WORKER_NAME = f"{socket.gethostname()}:{__import__('os').getpid()}"
 
 
@@ -33,7 +35,27 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-class _Heartbeat:
+class JobTimeLimitError(RobustDxError):
+    """The job ran past its wall-time limit (setting ``job_time_limit_seconds``)."""
+
+    code = "time_limit"
+
+
+#: An absolute POSIX path inside a message (after a space, quote, bracket, ``=`` or ``:``).
+_PATH = re.compile(r"(?:(?<=^)|(?<=[\s'\"(\[=:]))/[^\s'\")\],;]+")
+
+
+def redact_paths(message: str) -> str:
+    """``message`` with every absolute path replaced by ``<path>``: job errors are shown
+    to tenants, and server paths are none of their business."""
+    return _PATH.sub("<path>", message)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class Heartbeat:
     """Updates ``heartbeat_at`` of a row every ``interval`` seconds from a daemon thread."""
 
     def __init__(self, db: Database, table: type[JobRow] | type[ShardRow], row_id: str,
@@ -42,7 +64,7 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="heartbeat")
 
-    def __enter__(self) -> _Heartbeat:
+    def __enter__(self) -> Heartbeat:
         self._beat()
         self._thread.start()
         return self
@@ -68,13 +90,16 @@ class _Heartbeat:
 class JobContext:
     """Used as ``with JobContext(db, job_id, ...) as job:`` around a job-level stage."""
 
-    def __init__(self, db: Database, job_id: str, heartbeat_seconds: float = 5.0) -> None:
+    def __init__(self, db: Database, job_id: str, heartbeat_seconds: float = 5.0,
+                 time_limit_seconds: float | None = None) -> None:
         self.db = db
         self.job_id = job_id
         self.heartbeat_seconds = heartbeat_seconds
-        self._heartbeat: _Heartbeat | None = None
+        self.time_limit_seconds = time_limit_seconds
+        self._heartbeat: Heartbeat | None = None
         self._cancel_checked = 0.0
         self._cancelled = False
+        self._started_at: datetime | None = None
 
     # -- reading ---------------------------------------------------------------------
     def load(self) -> JobRow:
@@ -89,15 +114,35 @@ class JobContext:
         return self.load().status in FINAL
 
     def should_stop(self) -> bool:
-        """True once a cancel was requested (checked against the database at most 1/s)."""
+        """True once a cancel was requested (checked against the database at most 1/s).
+
+        Cheap enough to be called on every attack iteration. Raises
+        :class:`JobTimeLimitError` once the job has run longer than its wall-time limit.
+        """
         if self._cancelled:
             return True
         t = time.monotonic()
         if t - self._cancel_checked >= 1.0:
             self._cancel_checked = t
             job = self.load()
-            self._cancelled = job.cancel_requested or job.status == "cancelled"
+            self._cancelled = job.cancel_requested or job.status in ("cancelled", CANCELLING)
+            self._started_at = job.started_at
+            self.check_time_limit()
         return self._cancelled
+
+    def check_time_limit(self) -> None:
+        """Raise :class:`JobTimeLimitError` when the job started longer ago than its limit."""
+        if self.time_limit_seconds is None or self._started_at is None:
+            return
+        elapsed = (now() - _aware(self._started_at)).total_seconds()
+        if elapsed > self.time_limit_seconds:
+            hours = self.time_limit_seconds / 3600
+            raise JobTimeLimitError(
+                f"the job ran longer than its wall-time limit of {hours:g} h and was stopped "
+                "(the operator's setting ROBUSTDX_JOB_TIME_LIMIT_SECONDS); audit fewer "
+                "images or settings, or use fewer steps",
+                {"limit_seconds": self.time_limit_seconds, "elapsed_seconds": round(elapsed)},
+            )
 
     def check_cancelled(self) -> None:
         if self.should_stop():
@@ -113,11 +158,17 @@ class JobContext:
             )
 
     def start(self, stage: str) -> None:
+        """Mark the job running at ``stage``; a job being cancelled stays ``cancelling``
+        (and stops at its next check), one past its time limit fails."""
         job = self.load()
-        values: dict[str, Any] = {"status": "running", "stage": stage, "heartbeat_at": now()}
+        values: dict[str, Any] = {"stage": stage, "heartbeat_at": now()}
+        if job.status != CANCELLING and not job.cancel_requested:
+            values["status"] = "running"
         if job.started_at is None:
             values["started_at"] = now()
+        self._started_at = job.started_at
         self._update(**values)
+        self.check_time_limit()
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
         values: dict[str, Any] = {"progress": float(min(max(fraction, 0.0), 1.0))}
@@ -130,14 +181,15 @@ class JobContext:
                      finished_at=now(), error=None)
 
     def fail(self, message: str) -> None:
-        self._update(status="failed", stage="failed", error=message[:4000], finished_at=now())
+        self._update(status="failed", stage="failed", error=redact_paths(message)[:4000],
+                     finished_at=now())
 
     def cancelled(self) -> None:
         self._update(status="cancelled", stage="cancelled", finished_at=now())
 
     # -- context manager -----------------------------------------------------------------
     def __enter__(self) -> JobContext:
-        self._heartbeat = _Heartbeat(self.db, JobRow, self.job_id, self.heartbeat_seconds)
+        self._heartbeat = Heartbeat(self.db, JobRow, self.job_id, self.heartbeat_seconds)
         self._heartbeat.__enter__()
         return self
 
@@ -156,59 +208,6 @@ class JobContext:
         if isinstance(exc, Exception):
             logger.error("job %s failed:\n%s", self.job_id,
                          "".join(traceback.format_exception(exc_type, exc, tb)))
-            self.fail(f"{type(exc).__name__}: {exc}")
+            self.fail(f"{type(exc).__name__}: {exc}")  # fail() takes server paths out
             return True
         return False  # SystemExit / KeyboardInterrupt / worker shutdown: let them through
-
-
-class ShardLease:
-    """Marks a shard running with a heartbeat while the block runs."""
-
-    def __init__(self, db: Database, job_id: str, index: int, heartbeat_seconds: float) -> None:
-        self.db, self.job_id, self.index = db, job_id, index
-        self.heartbeat_seconds = heartbeat_seconds
-
-    def shard(self) -> ShardRow | None:
-        with self.db.session() as session:
-            row = session.query(ShardRow).filter_by(job_id=self.job_id, index=self.index).first()
-            if row is not None:
-                session.expunge(row)
-            return row
-
-    @contextmanager
-    def hold(self) -> Iterator[ShardRow]:
-        row = self.shard()
-        if row is None:
-            raise LookupError(f"shard {self.job_id}/{self.index} does not exist")
-        with self.db.session() as session:
-            session.execute(
-                update(ShardRow)
-                .where(ShardRow.id == row.id, ShardRow.status != "done")
-                .values(status="running", attempts=ShardRow.attempts + 1, worker=WORKER_NAME,
-                        heartbeat_at=now())
-            )
-        with _Heartbeat(self.db, ShardRow, row.id, self.heartbeat_seconds):
-            yield row
-
-    def complete(self) -> bool:
-        """Mark done and count it once; True for the call that completed the last shard.
-
-        The shard's row flips to ``done`` in one guarded UPDATE, so a shard run twice after
-        a redelivery is counted once; the job's counter is bumped in the same transaction.
-        """
-        with self.db.session() as session:
-            flipped = session.execute(
-                update(ShardRow)
-                .where(ShardRow.job_id == self.job_id, ShardRow.index == self.index,
-                       ShardRow.status != "done")
-                .values(status="done", finished_at=now())
-            ).rowcount  # type: ignore[attr-defined]
-            if not flipped:
-                return False
-            session.execute(
-                update(JobRow).where(JobRow.id == self.job_id)
-                .values(shards_done=JobRow.shards_done + 1, heartbeat_at=now())
-            )
-            job = session.get(JobRow, self.job_id, populate_existing=True)
-            assert job is not None
-            return job.shards_done >= job.shards_total

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 
 import torch
 
+from app.core.catalogue.analyses import check_sequence as catalogue_check_sequence
 from models.errors import InvalidParametersError
 from workers.perturbations.base import (
     Perturbation,
@@ -30,21 +31,14 @@ from workers.perturbations.base import (
 )
 from workers.perturbations.registry import get_perturbation
 
-MAX_FRAMES = 100
-MAX_DIFFICULTY = 3
-
 
 def check_sequence(frames: int, difficulty: int) -> None:
-    if not 2 <= frames <= MAX_FRAMES:
-        raise InvalidParametersError(f"frames must be in [2, {MAX_FRAMES}], got {frames}")
-    if not 1 <= difficulty <= MAX_DIFFICULTY:
-        raise InvalidParametersError(
-            f"difficulty must be in [1, {MAX_DIFFICULTY}], got {difficulty}"
-        )
-    if frames <= difficulty:
-        raise InvalidParametersError(
-            f"frames must be greater than difficulty, got frames={frames}, difficulty={difficulty}"
-        )
+    """The catalogue's rule (``2 <= frames <= 100``, ``1 <= difficulty <= 3``, ``frames >
+    difficulty``), raised as :class:`InvalidParametersError`."""
+    try:
+        catalogue_check_sequence(frames, difficulty)
+    except ValueError as exc:
+        raise InvalidParametersError(str(exc)) from None
 
 
 def _resolve(perturbation: str | Perturbation) -> Perturbation:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import time
 import zipfile
 from dataclasses import dataclass
@@ -25,10 +26,12 @@ from app.core.db import JobRow, ModelRow, ShardRow
 from app.core.queue import send_task
 from app.core.storage import write_atomic
 from models.card import ModelCard
+from models.errors import JobCancelledError
 from models.wrapper import DiagnosticModel
+from workers.attacks.functional import to_uint8
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 from workers.celery_app import app
-from workers.jobs import JobContext, ShardLease
+from workers.jobs import JobContext, ShardLease, insert_shards
 from workers.runtime import Runtime, model_row, runtime
 
 logger = logging.getLogger(__name__)
@@ -59,10 +62,10 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     check_labels(dataset.manifest.info, ModelCard.model_validate(row.card))
     options = req.get("options") or {}
     settings = expand_attacks(req["attacks"])
-    analyses, skipped = resolve_analyses(req.get("analyses"), model)
+    analyses, skipped = resolve_analyses(req.get("analyses"), model, attacks=bool(settings))
     engine = AuditEngine(
         model=model, settings=settings, analyses=analyses, seed=int(req.get("seed", 0)),
-        batch_size=int(options.get("batch_size", 32)), min_eps=bool(options.get("min_eps", True)),
+        batch_size=int(options.get("batch_size", 32)), min_eps=bool(options.get("min_eps", False)),
         grid_samples=int(options.get("samples", 8)),
     )
     count = len(dataset)
@@ -91,10 +94,56 @@ def _save_timings(rt: Runtime, job_id: str, name: str, timings: dict[str, float]
     write_atomic(_timings_path(rt, job_id, name), json.dumps(timings).encode())
 
 
+def _job_context(rt: Runtime, job_id: str) -> JobContext:
+    return JobContext(rt.db, job_id, rt.settings.heartbeat_seconds,
+                      time_limit_seconds=rt.settings.job_time_limit_seconds)
+
+
+@dataclass
+class _DatasetSource:
+    """The first ``count`` images of a stored dataset, decoded batch by batch (GAP and UAP
+    fit on it without the whole dataset in memory)."""
+
+    dataset: Any
+    card: ModelCard
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def take(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, None]:
+        images, labels, _ = self.dataset.tensors(self.card, index)
+        return images, labels, None
+
+
+def _shard_size(rt: Runtime, job: JobRow, loaded: _Loaded) -> int:
+    """The request's or the setting's shard size, else one sized from the audit's cost."""
+    fixed = (job.request.get("options") or {}).get("shard_size") or rt.settings.shard_size
+    if fixed:
+        return int(fixed)
+    from workers.audit.sizing import passes_per_image, seconds_per_pass, shard_size
+
+    engine = loaded.engine
+    attacks = [(s.name, engine.attack(s).params) for s in engine.settings]
+    min_eps = None
+    if engine.min_eps:
+        from app.core.catalogue.attacks import MinEpsParams
+
+        min_eps = MinEpsParams()
+    passes = passes_per_image(attacks, [a.name for a, _ in engine.analyses], min_eps)
+    per_pass = seconds_per_pass(engine.model, engine.batch_size)
+    return shard_size(loaded.count, engine.batch_size, passes, per_pass,
+                      rt.settings.shard_target_seconds)
+
+
 @app.task(name="robustdx.audit.plan")
 def plan(job_id: str) -> None:
+    """Validate, fit GAP/UAP once, create the shards (idempotently) and send them.
+
+    Safe to deliver twice, also concurrently: fitted state is keyed by its content, shard
+    rows are inserted with ON CONFLICT DO NOTHING, and a shard sent twice runs once."""
     rt = runtime()
-    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds)
+    ctx = _job_context(rt, job_id)
     if ctx.is_final():
         return
     with ctx:
@@ -107,22 +156,17 @@ def plan(job_id: str) -> None:
         timings = {"planning": 0.0}
         if engine.fitted_settings():
             ctx.progress(0.02, "fitting")
-            images, labels, _ = loaded.dataset.tensors(engine.model.card, np.arange(count))
-            fit_times = engine.fit(images, labels, _state_dir(rt, job_id), ctx.should_stop)
+            source = _DatasetSource(loaded.dataset, engine.model.card, count)
+            fit_times = engine.fit(source, _state_dir(rt, job_id), ctx.should_stop)
             timings.update({f"fit:{k}": v for k, v in fit_times.items()})
-        shard_size = int((job.request.get("options") or {}).get("shard_size")
-                         or rt.settings.shard_size)
-        bounds = [(s, min(s + shard_size, count)) for s in range(0, count, shard_size)]
+        # Another delivery may have planned already: its shard size wins.
+        total = insert_shards(rt.db, job_id, count, _shard_size(rt, job, loaded))
         with rt.db.session() as session:
-            existing = set(session.scalars(select(ShardRow.index).where(ShardRow.job_id == job_id)))
-            for i, (start, stop) in enumerate(bounds):
-                if i not in existing:
-                    session.add(ShardRow(job_id=job_id, index=i,
-                                         spec={"start": start, "stop": stop}))
             session.execute(update(JobRow).where(JobRow.id == job_id).values(
-                shards_total=len(bounds), stage="attacking", progress=0.05))
+                shards_total=total, stage="attacking", progress=0.05))
             pending = session.scalars(select(ShardRow.index).where(
-                ShardRow.job_id == job_id, ShardRow.status != "done")).all()
+                ShardRow.job_id == job_id, ShardRow.status.in_(("pending", "running")))).all()
+        ctx.check_cancelled()
         timings["planning"] = time.perf_counter() - started
         _save_timings(rt, job_id, "plan", timings)
         for index in sorted(pending):
@@ -133,49 +177,62 @@ def plan(job_id: str) -> None:
 
 @app.task(name="robustdx.audit.shard")
 def shard(job_id: str, index: int) -> None:
+    """Run one shard. A cancel stops it inside the running attack (the stop callback is
+    polled every iteration, reading the database at most once a second) and marks the
+    shard ``cancelled``, so it is never sent or resumed again."""
     rt = runtime()
-    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds)
+    ctx = _job_context(rt, job_id)
     job = ctx.load()
     if job.status in ("succeeded", "failed", "cancelled"):
         return
     lease = ShardLease(rt.db, job_id, index, rt.settings.heartbeat_seconds)
     row = lease.shard()
-    if row is None or row.status == "done":
-        return  # a redelivered duplicate: the first run already counted it
+    if row is None or row.status in ("done", "cancelled"):
+        return  # a redelivered duplicate, or a shard stopped by a cancel
     with ctx:
-        ctx.check_cancelled()
-        loaded = _load(rt, job)
-        engine = loaded.engine
-        engine.load_fitted(_state_dir(rt, job_id))
-        start, stop = int(row.spec["start"]), int(row.spec["stop"])
-        total = max(job.shards_total, 1)
-        done_before = job.shards_done
-        last_write = [0.0]
-
-        def on_batch(fraction: float) -> None:
-            ctx.check_cancelled()
-            now = time.monotonic()
-            if now - last_write[0] >= 1.0:
-                last_write[0] = now
-                ctx.progress(0.05 + 0.9 * (done_before + fraction) / total)
-
-        save = bool((job.request.get("options") or {}).get("save_adversarial", True))
-        writer = (_AdversarialWriter(rt, job_id, loaded.dataset, engine.model.card)
-                  if save else None)
-        with lease.hold():
-            indices = np.arange(start, stop)
-            images, labels, masks = loaded.dataset.tensors(engine.model.card, indices)
-            timings: dict[str, float] = {}
-            t0 = time.perf_counter()
-            arrays = engine.run(images, labels, indices, masks, on_batch=on_batch,
-                                on_adversarial=writer, timings=timings)
-            timings["shard_total"] = time.perf_counter() - t0
-            buf = io.BytesIO()
-            np.savez(buf, **arrays)  # type: ignore[arg-type]
-            write_atomic(_shard_path(rt, job_id, index), buf.getvalue())
-            _save_timings(rt, job_id, f"shard-{index:05d}", timings)
+        try:
+            arrays, timings = _run_shard(rt, ctx, job, lease, row)
+        except JobCancelledError:
+            lease.cancel()
+            raise
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        write_atomic(_shard_path(rt, job_id, index), buf.getvalue())
+        _save_timings(rt, job_id, f"shard-{index:05d}", timings)
         if lease.complete():
             _start_finalize(rt, job_id)
+
+
+def _run_shard(rt: Runtime, ctx: JobContext, job: JobRow, lease: ShardLease,
+               row: ShardRow) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    ctx.check_cancelled()
+    loaded = _load(rt, job)
+    engine = loaded.engine
+    engine.load_fitted(_state_dir(rt, job.id))
+    start, stop = int(row.spec["start"]), int(row.spec["stop"])
+    total = max(job.shards_total, 1)
+    done_before = job.shards_done
+    last_write = [0.0]
+
+    def on_batch(fraction: float) -> None:
+        ctx.check_cancelled()
+        now = time.monotonic()
+        if now - last_write[0] >= 1.0:
+            last_write[0] = now
+            ctx.progress(0.05 + 0.9 * (done_before + fraction) / total)
+
+    save = bool((job.request.get("options") or {}).get("save_adversarial", True))
+    writer = _AdversarialWriter(rt, job.id, loaded.dataset, engine.model.card) if save else None
+    with lease.hold():
+        indices = np.arange(start, stop)
+        images, labels, masks = loaded.dataset.tensors(engine.model.card, indices)
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        arrays = engine.run(images, labels, indices, masks, on_batch=on_batch,
+                            on_adversarial=writer, timings=timings,
+                            should_stop=ctx.should_stop)
+        timings["shard_total"] = time.perf_counter() - t0
+    return arrays, timings
 
 
 def _start_finalize(rt: Runtime, job_id: str) -> None:
@@ -211,7 +268,7 @@ class _AdversarialWriter:
         decoded = self.dataset.decode(index)
         if decoded.dicom is None:
             return None
-        hwc = np.round(np.transpose(pixels, (1, 2, 0)) * 255).astype(np.uint8)
+        hwc = np.transpose(to_uint8(torch.from_numpy(pixels)), (1, 2, 0))
         window = decoded.dicom.window
         return write_dicom_like(
             decoded.dicom.header, hwc, window=self.card.preprocessing.dicom_window,
@@ -224,11 +281,12 @@ class _AdversarialWriter:
 @app.task(name="robustdx.audit.finalize")
 def finalize(job_id: str) -> None:
     rt = runtime()
-    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds)
+    ctx = _job_context(rt, job_id)
     if ctx.is_final():
         return
     with ctx:
         ctx.start("finalizing")
+        ctx.check_cancelled()
         job = ctx.load()
         started = time.perf_counter()
         loaded = _load(rt, job)
@@ -265,15 +323,18 @@ def finalize(job_id: str) -> None:
 
 
 def _zip_adversarial(rt: Runtime, job_id: str) -> None:
+    """``adversarial.zip`` of every adversarial file, written to disk as it is read (never
+    the whole archive in memory), then moved into place."""
     root = rt.storage.artifacts_dir(job_id) / "adversarial"
     if not root.exists():
         return
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+    target = rt.storage.artifacts_dir(job_id) / "adversarial.zip"
+    partial = target.with_name(".adversarial.zip.partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_STORED) as zf:
         for path in sorted(root.rglob("*")):
             if path.is_file():
                 zf.write(path, path.relative_to(root).as_posix())
-    write_atomic(rt.storage.artifacts_dir(job_id) / "adversarial.zip", buf.getvalue())
+    os.replace(partial, target)
 
 
 def _timings(rt: Runtime, job_id: str) -> dict[str, float]:

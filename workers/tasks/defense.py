@@ -4,10 +4,12 @@ model registered as a new model with its lineage."""
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,7 @@ from workers.runtime import Runtime, model_row, runtime
 logger = logging.getLogger(__name__)
 
 
-def _dataset(
-    rt: Runtime, dataset_id: str, card: ModelCard
-) -> tuple[Any, torch.Tensor, torch.Tensor]:
+def _dataset(rt: Runtime, dataset_id: str, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
 
     from models.datasets import check_labels, load_dataset
@@ -34,21 +34,26 @@ def _dataset(
     stored = load_dataset(rt.storage.dataset_dir(dataset_id))
     check_labels(stored.manifest.info, card)
     images, labels, _ = stored.tensors(card, np.arange(len(stored)))
-    return stored, images, labels
+    return images, labels
 
 
 def save_hardened(model: DiagnosticModel, folder: Path) -> tuple[Path, ModelCard]:
-    """Safetensors for allow-listed architectures, TorchScript (traced) otherwise."""
+    """Safetensors for allow-listed architectures, TorchScript (traced) otherwise.
+
+    The model is left where it is (a GPU model stays on the GPU: the threshold
+    recalibration that follows runs on it); the file is written from CPU copies."""
     card = model.card
-    net = model.net.eval().cpu()
+    model.net.eval()
     if card.architecture:
         from safetensors.torch import save_file
 
         path = folder / "model.safetensors"
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+        state = {k: v.detach().cpu().contiguous() for k, v in model.net.state_dict().items()}
+        save_file(state, str(path))
         return path, card
     path = folder / "model.pt"
     c, h, w = model.input_shape
+    net = copy.deepcopy(model.net).cpu()
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning, module="torch.jit")
         traced = torch.jit.trace(net, torch.rand(1, c, h, w))
@@ -56,42 +61,61 @@ def save_hardened(model: DiagnosticModel, folder: Path) -> tuple[Path, ModelCard
     return path, card
 
 
+@dataclass
+class _Splits:
+    """The defense job's data: a seeded 80/20 split of the training set (model selection
+    needs a validation split, never the evaluation set) and the evaluation set."""
+
+    fit: TensorDataset
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    eval_x: torch.Tensor
+    eval_y: torch.Tensor
+
+    @property
+    def val(self) -> TensorDataset:
+        return TensorDataset(self.val_x, self.val_y)
+
+
+def _splits(rt: Runtime, req: dict[str, Any], card: ModelCard, seed: int) -> _Splits:
+    train_x, train_y = _dataset(rt, req["train_dataset_id"], card)
+    eval_x, eval_y = _dataset(rt, req["eval_dataset_id"], card)
+    perm = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))
+    n_val = max(1, int(0.2 * len(perm)))
+    val_idx, fit_idx = perm[:n_val], perm[n_val:]
+    return _Splits(TensorDataset(train_x[fit_idx], train_y[fit_idx]), train_x[val_idx],
+                   train_y[val_idx], eval_x, eval_y)
+
+
 @app.task(name="robustdx.defense.train")
 def train(job_id: str) -> None:
+    """Train, compare before/after on the evaluation set, register the hardened model."""
     rt = runtime()
-    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds)
+    ctx = JobContext(rt.db, job_id, rt.settings.heartbeat_seconds,
+                     time_limit_seconds=rt.settings.job_time_limit_seconds)
     if ctx.is_final():
         return
     with ctx:
         ctx.start("preparing")
         job = ctx.load()
         req = job.request
-        from app.core.registry import load_registered_model, register_model_file
+        from app.core.registry import load_registered_model
         from workers.defenses import train_defense
 
         row = model_row(rt, req["model_id"])
         original = load_registered_model(rt.storage, row, rt.device)
-        card = original.card
-        _, train_x, train_y = _dataset(rt, req["train_dataset_id"], card)
-        eval_stored, eval_x, eval_y = _dataset(rt, req["eval_dataset_id"], card)
         params = dict(req.get("params") or {})
         eval_attacks = params.pop("eval_attacks", None)
         seed = int(req.get("seed", 0))
-        # Model selection by robust accuracy needs a validation split: the last 20% of
-        # the training set (seeded permutation), never the evaluation set.
-        perm = torch.randperm(train_x.shape[0], generator=torch.Generator().manual_seed(seed))
-        n_val = max(1, int(0.2 * len(perm)))
-        val_idx, fit_idx = perm[:n_val], perm[n_val:]
-        job_dir = rt.storage.job_dir(job_id)
+        data = _splits(rt, req, original.card, seed)
 
         def progress(fraction: float, stage: str) -> None:
             ctx.progress(0.8 * fraction, stage)
 
         ctx.progress(0.0, "training")
         result = train_defense(
-            original, TensorDataset(train_x[fit_idx], train_y[fit_idx]),
-            TensorDataset(train_x[val_idx], train_y[val_idx]), req["method"], params,
-            seed=seed, checkpoint_dir=job_dir / "checkpoints", progress=progress,
+            original, data.fit, data.val, req["method"], params, seed=seed,
+            checkpoint_dir=rt.storage.job_dir(job_id) / "checkpoints", progress=progress,
             should_stop=ctx.should_stop, device=rt.device,
         )
         hardened = result.model.eval()
@@ -104,33 +128,12 @@ def train(job_id: str) -> None:
             training_section,
         )
 
-        attacks = eval_attacks or DEFAULT_EVAL_ATTACKS
-        before, after = evaluate_pair(original, hardened, eval_x, eval_y, attacks, seed,
-                                      batch_size=int(params.get("batch_size", 64)))
+        before, after = evaluate_pair(original, hardened, data.eval_x, data.eval_y,
+                                      eval_attacks or DEFAULT_EVAL_ATTACKS, seed,
+                                      batch_size=int(params.get("batch_size", 64)),
+                                      should_stop=ctx.should_stop)
         ctx.progress(0.95, "registering")
-        with tempfile.TemporaryDirectory(dir=rt.storage.uploads_dir()) as tmp:
-            path, new_card = save_hardened(hardened, Path(tmp))
-            lineage = {
-                "parent_id": row.id, "parent_sha256": row.sha256, "method": req["method"],
-                "params": result.params, "seed": seed, "defense_job_id": job_id,
-                "train_dataset_id": req["train_dataset_id"],
-                "eval_dataset_id": req["eval_dataset_id"],
-                "train_dataset_sha256": req.get("train_dataset_sha256"),
-                "best_epoch": result.best_epoch,
-            }
-            name = f"{card.name} ({req['method']})"
-            update: dict[str, Any] = {"name": name[:200], "sha256": None}
-            if card.task == "multi-label":
-                from workers.defenses.calibration import recalibrated_thresholds
-
-                update["thresholds"] = recalibrated_thresholds(
-                    hardened, train_x[val_idx], train_y[val_idx])
-                lineage["thresholds"] = "Youden's J on the defense's validation split"
-            new_card = new_card.model_copy(update=update)
-            with rt.db.session() as session:
-                new_row = register_model_file(session, rt.storage, job.tenant_id, path,
-                                              new_card, lineage=lineage)
-                new_id = new_row.id
+        new_id = _register(rt, job, row, hardened, result, data)
         sections = [training_section(result.history), comparison_section(before, after)]
         _write_report(rt, job_id, req, before, after, sections, new_id, result)
         ctx.succeed({
@@ -140,7 +143,39 @@ def train(job_id: str) -> None:
             "comparison": sections[1].data["rows"],
             "report": f"/v1/defenses/{job_id}/report",
         })
-        del eval_stored
+
+
+def _register(rt: Runtime, job: Any, row: Any, hardened: DiagnosticModel, result: Any,
+              data: _Splits) -> str:
+    """Register the hardened model with its lineage (multi-label: thresholds chosen again
+    by Youden's J on the validation split); returns its id."""
+    from app.core.registry import register_model_file, unused_name
+
+    req = job.request
+    card = hardened.card
+    with tempfile.TemporaryDirectory(dir=rt.storage.uploads_dir()) as tmp:
+        path, new_card = save_hardened(hardened, Path(tmp))
+        lineage = {
+            "parent_id": row.id, "parent_sha256": row.sha256, "method": req["method"],
+            "params": result.params, "seed": int(req.get("seed", 0)), "defense_job_id": job.id,
+            "train_dataset_id": req["train_dataset_id"],
+            "eval_dataset_id": req["eval_dataset_id"],
+            "train_dataset_sha256": req.get("train_dataset_sha256"),
+            "best_epoch": result.best_epoch,
+        }
+        update: dict[str, Any] = {"name": f"{card.name} ({req['method']})"[:200], "sha256": None}
+        if card.task == "multi-label":
+            from workers.defenses.calibration import recalibrated_thresholds
+
+            update["thresholds"] = recalibrated_thresholds(hardened, data.val_x, data.val_y)
+            lineage["thresholds"] = "Youden's J on the defense's validation split"
+        with rt.db.session() as session:
+            # Model names are unique per tenant: a second hardening of one model is "#2".
+            update["name"] = unused_name(session, job.tenant_id, update["name"])
+            new_card = new_card.model_copy(update=update)
+            new_row = register_model_file(session, rt.storage, job.tenant_id, path, new_card,
+                                          lineage=lineage)
+            return str(new_row.id)
 
 
 def _write_report(rt: Runtime, job_id: str, req: dict[str, Any], before: dict[str, Any],

@@ -1,6 +1,11 @@
-"""Audit requests. The API checks the shape and the names (from :mod:`app.core.catalogue`,
-which a test keeps equal to the engine's registries); the worker's engine checks each
-attack's parameters in full when the job starts (the API never imports the engine)."""
+"""Audit requests, checked in full at submission.
+
+Names come from :mod:`app.core.catalogue`, and every attack's and analysis's parameters are
+validated with the catalogue's own parameter models, the very models the engine builds from:
+an unknown parameter or an out-of-range value is a 422 naming the valid ones before anything
+is queued. Each model's JSON schema (with its bounds) is published under
+``x-parameters`` of the ``params`` field, so the OpenAPI document states the limits too.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +13,22 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from app.core.catalogue import ANALYSIS_NAMES, ATTACK_NAMES
+from app.core.catalogue import (
+    ANALYSES_WITHOUT_ATTACKS,
+    ANALYSIS_NAMES,
+    ANALYSIS_PARAMS,
+    ATTACK_NAMES,
+    ATTACK_PARAMS,
+    MAX_EPS_VALUES,
+    MAX_SETTINGS,
+    analysis_params,
+    attack_params,
+)
+from models.errors import InvalidParametersError
 
 
-def _eps_value(value: Any) -> Any:
-    """Accept ``"4/255"`` as well as ``0.0157`` for any eps-like parameter (or a list)."""
-    if isinstance(value, list):
-        return [_eps_value(v) for v in value]
-    if isinstance(value, str) and "/" in value:
-        num, _, den = value.partition("/")
-        try:
-            return float(num) / float(den)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"cannot read {value!r} as a number") from None
-    return value
+def _schemas(models: dict[str, type[BaseModel]]) -> dict[str, Any]:
+    return {name: model.model_json_schema() for name, model in sorted(models.items())}
 
 
 class AttackSpec(BaseModel):
@@ -30,31 +37,54 @@ class AttackSpec(BaseModel):
     name: Literal[ATTACK_NAMES]  # type: ignore[valid-type]
     params: dict[str, Any] = Field(
         default_factory=dict,
-        description="Engine parameters; a list of eps values runs one setting per eps.",
+        description=f"The attack's parameters (see x-parameters for each attack's names, "
+        f"defaults and bounds); a list of up to {MAX_EPS_VALUES} eps values runs one "
+        "setting per eps.",
         examples=[{"eps": "4/255", "steps": 10}],
+        json_schema_extra={"x-parameters": _schemas(dict(ATTACK_PARAMS))},
     )
 
-    @field_validator("params")
-    @classmethod
-    def _numbers(cls, params: dict[str, Any]) -> dict[str, Any]:
-        out = {k: _eps_value(v) for k, v in params.items()}
-        for key in ("eps", "step_size"):
-            value = out.get(key)
-            if value is not None:
-                if isinstance(value, list):
-                    bad = [v for v in value if not isinstance(v, (int, float)) or not 0 <= v <= 1]
-                    if bad:
-                        raise ValueError(f"{key} values must be numbers in [0, 1], got {bad}")
-                elif not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                    raise ValueError(f"{key} must be in [0, 1] (pixel units), got {value!r}")
-        return out
+    @model_validator(mode="after")
+    def _engine_params(self) -> Self:
+        """Each setting (one per eps value) validated by the engine's own model."""
+        eps = self.params.get("eps")
+        if isinstance(eps, list):
+            if not 1 <= len(eps) <= MAX_EPS_VALUES:
+                raise ValueError(f"eps lists must hold 1 to {MAX_EPS_VALUES} values, "
+                                 f"got {len(eps)}")
+            settings = [{**self.params, "eps": value} for value in eps]
+        else:
+            settings = [self.params]
+        for setting in settings:
+            try:
+                attack_params(self.name, setting)
+            except InvalidParametersError as exc:
+                raise ValueError(exc.message) from None
+        return self
+
+    @property
+    def settings(self) -> int:
+        eps = self.params.get("eps")
+        return len(eps) if isinstance(eps, list) else 1
 
 
 class AnalysisSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: Literal[ANALYSIS_NAMES]  # type: ignore[valid-type]
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="The analysis's parameters (see x-parameters for each analysis).",
+        json_schema_extra={"x-parameters": _schemas(dict(ANALYSIS_PARAMS))},
+    )
+
+    @model_validator(mode="after")
+    def _engine_params(self) -> Self:
+        try:
+            analysis_params(self.name, self.params)
+        except InvalidParametersError as exc:
+            raise ValueError(exc.message) from None
+        return self
 
 
 class AuditOptions(BaseModel):
@@ -62,12 +92,18 @@ class AuditOptions(BaseModel):
 
     # strict: JSON's true is not the number 1, nor 1 a boolean.
     batch_size: int = Field(default=32, ge=1, le=1024, strict=True)
-    shard_size: int | None = Field(default=None, ge=1, strict=True,
-                                   description="Images per shard.")
+    shard_size: int | None = Field(
+        default=None, ge=1, le=100_000, strict=True,
+        description="Images per shard; by default sized from the attacks' cost so that "
+        "progress moves every few seconds.",
+    )
     max_images: int | None = Field(default=None, ge=1, strict=True,
                                    description="Audit only the first N.")
-    min_eps: bool = Field(default=True, strict=True,
-                          description="Per-image minimum-eps search (bisection).")
+    min_eps: bool = Field(
+        default=False, strict=True,
+        description="Per-image minimum-eps search (bisection over PGD) for the robustness "
+        "curve; opt-in, it costs several times the attacks themselves.",
+    )
     samples: int = Field(default=8, ge=0, le=64, strict=True,
                          description="Images in the report's grid.")
     save_adversarial: bool = Field(default=True, strict=True,
@@ -95,7 +131,11 @@ class AuditRequest(BaseModel):
 
     model_id: str
     dataset_id: str
-    attacks: list[AttackSpec] = Field(min_length=1, max_length=32)
+    attacks: list[AttackSpec] = Field(
+        default_factory=list, max_length=32,
+        description="May be empty when only analyses that need no attack are asked for "
+        f"({', '.join(ANALYSES_WITHOUT_ATTACKS)}).",
+    )
     analyses: list[AnalysisSpec] | None = Field(
         default=None, description="Names or {name, params}; all that apply when omitted."
     )
@@ -115,4 +155,21 @@ class AuditRequest(BaseModel):
         names = [a.name for a in self.analyses or []]
         if len(set(names)) != len(names):
             raise ValueError("each analysis may be named once")
+        return self
+
+    @model_validator(mode="after")
+    def _work_is_bounded(self) -> Self:
+        settings = sum(a.settings for a in self.attacks)
+        if settings > MAX_SETTINGS:
+            raise ValueError(f"an audit may run at most {MAX_SETTINGS} attack settings "
+                             f"(attacks x eps values), got {settings}")
+        if not self.attacks:
+            names = [a.name for a in self.analyses or []]
+            need = [n for n in names if n not in ANALYSES_WITHOUT_ATTACKS]
+            if not names or need:
+                raise ValueError(
+                    "an audit without attacks may only ask for analyses that need none "
+                    f"({', '.join(ANALYSES_WITHOUT_ATTACKS)}); "
+                    + (f"{', '.join(need)} need attacks" if need else "name them in analyses")
+                )
         return self

@@ -36,19 +36,31 @@ def test_unknown_name_lists_the_valid_ones() -> None:
     [
         ("pgd", {"eps": 2}, "eps must be in [0, 1]"),
         ("pgd", {"eps": -0.1}, "eps must be in [0, 1]"),
-        ("pgd", {"eps": -0.1, "norm": "l2"}, "eps must be >= 0"),
+        ("pgd", {"eps": -0.1, "norm": "l2"}, "eps must be in [0, 1000]"),
+        ("pgd", {"eps": 1e4, "norm": "l2"}, "eps must be in [0, 1000]"),
         ("fgsm", {"eps": 1.5}, "eps must be in [0, 1]"),
         ("square", {"eps": 1.5}, "eps must be in [0, 1]"),
-        ("pgd", {"steps": -1}, "steps must be >= 0"),
-        ("pgd", {"step_size": 0}, "step_size must be > 0"),
-        ("pgd", {"restarts": 0}, "restarts must be >= 1"),
+        ("pgd", {"steps": -1}, "steps must be in [0, 1000]"),
+        ("pgd", {"steps": 10**9}, "steps must be in [0, 1000]"),
+        ("pgd", {"step_size": 0}, "step_size must be in (0, 1]"),
+        ("pgd", {"restarts": 0}, "restarts must be in [1, 20]"),
+        ("pgd", {"restarts": 1000}, "restarts must be in [1, 20]"),
+        ("apgd", {"steps": 5000}, "steps must be in [1, 1000]"),
+        ("autoattack", {"queries": 10**6}, "queries must be in [0, 10000]"),
+        ("square", {"queries": 10**6}, "queries must be in [1, 10000]"),
+        ("cw_l2", {"search_steps": 100}, "search_steps must be in [1, 30]"),
+        ("cw_l2", {"steps": 10**5}, "steps must be in [1, 1000]"),
+        ("deepfool", {"steps": 10**5}, "steps must be in [1, 1000]"),
+        ("gap", {"epochs": 10**4}, "epochs must be in [1, 100]"),
+        ("uap", {"batch_size": 10**6}, "batch_size must be in [1, 4096]"),
+        ("min_eps", {"steps": 10**4}, "steps must be in [1, 1000]"),
         ("pgd", {"norm": "l3"}, "norm: Input should be 'linf' or 'l2'"),
         ("pgd", {"eps": "4/0"}, "eps: cannot read '4/0' as a fraction"),
         ("apgd", {"loss": "hinge"}, "loss: Input should be 'ce' or 'dlr'"),
-        ("square", {"queries": 0}, "queries must be >= 1"),
-        ("deepfool", {"overshoot": -1}, "overshoot must be >= 0"),
-        ("cw_l2", {"c": 0}, "c must be > 0"),
-        ("gap", {"epochs": 0}, "epochs must be >= 1"),
+        ("square", {"queries": 0}, "queries must be in [1, 10000]"),
+        ("deepfool", {"overshoot": -1}, "overshoot must be in [0, 10]"),
+        ("cw_l2", {"c": 0}, "c must be in (0, 1e+10]"),
+        ("gap", {"epochs": 0}, "epochs must be in [1, 100]"),
         ("min_eps", {"eps_max": 3}, "eps_max must be in [0, 1]"),
     ],
 )
@@ -72,3 +84,21 @@ def test_parameters_are_frozen_and_fractions_are_read() -> None:
     assert attack.params.eps == pytest.approx(4 / 255)
     with pytest.raises(Exception, match="frozen"):
         attack.params.eps = 0.5
+
+
+def test_every_bound_is_in_the_published_schema() -> None:
+    schemas = {name: info["params"]["properties"] for name, info in describe_attacks().items()}
+    assert schemas["pgd"]["steps"]["maximum"] == 1000
+    assert schemas["pgd"]["restarts"] == {
+        "default": 1, "maximum": 20, "minimum": 1, "title": "Restarts", "type": "integer"
+    }
+    assert schemas["square"]["queries"]["maximum"] == 10_000
+    assert schemas["autoattack"]["queries"]["maximum"] == 10_000
+    assert schemas["gap"]["epochs"]["maximum"] == 100
+    step = [b for b in schemas["pgd"]["step_size"]["anyOf"] if b.get("type") == "number"]
+    assert step == [{"type": "number", "exclusiveMinimum": 0.0, "maximum": 1.0}]
+    # Every count of work (steps, restarts, queries, epochs, batch sizes) is bounded above.
+    for name, props in schemas.items():
+        for field in ("steps", "restarts", "queries", "epochs", "batch_size", "search_steps"):
+            if field in props:
+                assert "maximum" in props[field], (name, field)

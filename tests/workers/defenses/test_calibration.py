@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from workers.defenses.calibration import youden_thresholds
 
@@ -18,3 +19,18 @@ def test_youden_separates_shifted_scores() -> None:
 def test_constant_finding_keeps_half() -> None:
     labels = np.zeros((10, 1))
     assert youden_thresholds(np.random.default_rng(0).uniform(size=(10, 1)), labels) == [0.5]
+
+
+def test_youden_matches_the_exhaustive_search() -> None:
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, size=(300, 3))
+    probs = np.clip(0.3 * labels + rng.normal(0.4, 0.2, size=(300, 3)), 0.0, 1.0)
+    chosen = youden_thresholds(probs, labels)
+    for k in range(3):
+        y, p = labels[:, k] == 1, probs[:, k]
+
+        def j(t: float, y: np.ndarray = y, p: np.ndarray = p) -> float:
+            return float((p[y] >= t).mean() + (p[~y] < t).mean() - 1.0)
+
+        best = max(j(t) for t in np.unique(p))
+        assert j(chosen[k]) == pytest.approx(best, abs=1e-3)

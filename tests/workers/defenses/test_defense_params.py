@@ -21,7 +21,7 @@ from workers.defenses.training import learning_rate
 
 
 def test_registry_lists_the_five_methods() -> None:
-    assert list_defenses() == ["clean", "maadvt", "mpadvt", "pgd_at", "trades"]
+    assert list_defenses() == ["clean", "maadvt", "mpadvt", "noise", "pgd_at", "trades"]
     for name in list_defenses():
         assert defense_class(name).name == name
 
@@ -30,7 +30,7 @@ def test_unknown_defense_lists_valid_names() -> None:
     with pytest.raises(InvalidParametersError) as info:
         get_defense("adv_dropout")
     assert info.value.message == (
-        "unknown defense 'adv_dropout'; valid: clean, maadvt, mpadvt, pgd_at, trades"
+        "unknown defense 'adv_dropout'; valid: clean, maadvt, mpadvt, noise, pgd_at, trades"
     )
 
 

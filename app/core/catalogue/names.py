@@ -1,12 +1,5 @@
-"""The one catalogue of engine names the API validates against.
-
-The API never imports the engine (``workers``), yet it must refuse an unknown attack,
-analysis, defense method or policy rule at submission. The names live here once; the API's
-schemas are built from them and ``tests/test_layering.py`` checks them against the engine's
-own registries (``workers.attacks.list_attacks``, ``workers.analyses.registry``,
-``workers.defenses.list_defenses``, ``workers.reports.policy.RULE_NAMES``), so the two can
-never drift apart. The engine reads policy-rule names and parameter limits from here too.
-"""
+"""The names of the engine's attacks, analyses, defenses, perturbations, policy rules and
+formats; ``tests/test_layering.py`` keeps each list equal to the engine's own registry."""
 
 from __future__ import annotations
 
@@ -18,7 +11,14 @@ ANALYSIS_NAMES: tuple[str, ...] = (
     "clinical", "discriminability", "features", "gradcam", "label_correlation",
     "perturbations", "quantitative", "sanity",
 )
-DEFENSE_METHODS: tuple[str, ...] = ("clean", "maadvt", "mpadvt", "pgd_at", "trades")
+DEFENSE_METHODS: tuple[str, ...] = ("clean", "maadvt", "mpadvt", "noise", "pgd_at", "trades")
+
+PERTURBATION_NAMES: tuple[str, ...] = (
+    "gaussian_noise", "shot_noise", "speckle_noise", "gaussian_blur", "defocus_blur",
+    "motion_blur", "zoom_blur", "brightness", "contrast", "gamma", "dicom_window_shift",
+    "bit_depth", "jpeg", "translation", "rotation", "tilt", "scaling", "shear", "grid_lines",
+    "text_markers", "hair", "black_corners", "air_bubbles", "uneven_illumination",
+)
 
 #: Per-attack policy rules (a threshold per attack key or ``"*"``).
 ATTACK_POLICY_RULES: tuple[str, ...] = (
