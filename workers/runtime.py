@@ -9,7 +9,7 @@ import torch
 
 from app.core.db import Database, ModelRow, get_database
 from app.core.settings import Settings, get_settings
-from app.core.storage import Storage
+from app.core.storage import Storage, open_storage
 from models.device import resolve_device
 from models.errors import NotFoundError
 
@@ -30,7 +30,7 @@ def runtime() -> Runtime:
     return Runtime(
         settings=settings,
         db=get_database(settings.resolved_database_url),
-        storage=Storage(settings.data_dir),
+        storage=open_storage(settings),
         device=resolve_device(settings.device),
     )
 

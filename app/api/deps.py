@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.core.db import Database, Tenant, get_database
 from app.core.settings import Settings
-from app.core.storage import Storage
+from app.core.storage import Storage, open_storage
 from app.core.tenants import authenticate, check_admin
 
 
@@ -44,7 +44,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 
 
 def get_storage(settings: SettingsDep) -> Storage:
-    return Storage(settings.data_dir)
+    return open_storage(settings)
 
 
 StorageDep = Annotated[Storage, Depends(get_storage)]

@@ -12,7 +12,7 @@ from typing import Any
 from app.core.db import Database, get_database
 from app.core.dispatcher import Dispatcher
 from app.core.settings import Settings
-from app.core.storage import Storage
+from app.core.storage import S3Storage, Storage, open_storage
 from app.core.tenants import dev_api_key, ensure_tenant
 
 logger = logging.getLogger(__name__)
@@ -42,7 +42,9 @@ def _file_lock(path: Path) -> Iterator[None]:
 def startup(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = get_database(settings.resolved_database_url)
-    storage = Storage(settings.data_dir)
+    storage = open_storage(settings)
+    if settings.s3_create_bucket and isinstance(storage, S3Storage):
+        storage.ensure_bucket()
     state = AppState(settings=settings, db=db, storage=storage)
     if settings.environment == "development":
         # Several API processes (ROBUSTDX_API_WORKERS) start at once: seed under a lock.

@@ -69,6 +69,7 @@ def register_model_file(
         else:
             shutil.move(path, dest)
         write_atomic(folder / CARD_FILE, checked.card.model_dump_json(indent=2).encode())
+        storage.publish(folder)
         row = ModelRow(
             id=model_id,
             tenant_id=tenant_id,
@@ -141,7 +142,7 @@ def delete_model(session: Session, storage: Storage, row: ModelRow) -> None:
         )
     session.delete(row)
     session.flush()
-    storage.remove(storage.model_dir(row.id))
+    storage.remove(storage.path("models", row.id))
 
 
 def row_card(row: ModelRow) -> ModelCard:
@@ -184,6 +185,7 @@ def export_path(
         try:
             (export_safetensors if fmt == "safetensors" else export_torchscript)(model, tmp)
             tmp.replace(dest)
+            storage.publish(dest)
         finally:
             tmp.unlink(missing_ok=True)
     return dest, f"{slug}{EXPORTS[fmt]}"

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_KEY = "dev-admin-key"
@@ -26,6 +26,27 @@ class Settings(BaseSettings):
         "started by `robustdx run` (its URL is then kept in data_dir/broker-url).",
     )
     admin_key: str = DEV_ADMIN_KEY
+
+    # The artifact store: data_dir itself by default; with an S3 URL, data_dir is this
+    # process's cache of the bucket and machines share nothing but the bucket.
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket/prefix for S3-compatible object storage."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible server (SeaweedFS, MinIO)."
+    )
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_multipart_bytes: int = Field(
+        default=64 * 1024**2, ge=5 * 1024**2,
+        description="Objects above this size travel in parts of this size (S3's minimum "
+        "part is 5 MiB).",
+    )
+    s3_transfer_threads: int = Field(default=8, ge=1, le=64)
+    s3_create_bucket: bool = Field(
+        default=False, description="The API creates the bucket at start when it is missing."
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
 
     # Upload and decoding limits. Models are large; images are not.
@@ -65,6 +86,15 @@ class Settings(BaseSettings):
     run_dispatcher: bool = Field(
         default=True, description="Run the dispatcher/watchdog loop in the API process."
     )
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value:
+            from app.core.storage.s3 import S3Location
+
+            S3Location.parse(value)
+        return value or None
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

@@ -87,7 +87,7 @@ def _timings_path(rt: Runtime, job_id: str, name: str) -> Path:
 def _save_timings(rt: Runtime, job_id: str, name: str, timings: dict[str, float]) -> None:
     import json
 
-    write_atomic(_timings_path(rt, job_id, name), json.dumps(timings).encode())
+    rt.storage.write(_timings_path(rt, job_id, name), json.dumps(timings).encode())
 
 
 @app.task(name="robustdx.audit.plan")
@@ -108,6 +108,7 @@ def plan(job_id: str) -> None:
             ctx.progress(0.02, "fitting")
             images, labels, _ = loaded.dataset.tensors(engine.model.card, np.arange(count))
             fit_times = engine.fit(images, labels, _state_dir(rt, job_id), ctx.should_stop)
+            rt.storage.publish(_state_dir(rt, job_id))
             timings.update({f"fit:{k}": v for k, v in fit_times.items()})
         shard_size = int((job.request.get("options") or {}).get("shard_size")
                          or rt.settings.shard_size)
@@ -145,7 +146,7 @@ def shard(job_id: str, index: int) -> None:
         ctx.check_cancelled()
         loaded = _load(rt, job)
         engine = loaded.engine
-        engine.load_fitted(_state_dir(rt, job_id))
+        engine.load_fitted(rt.storage.pull(_state_dir(rt, job_id)))
         start, stop = int(row.spec["start"]), int(row.spec["stop"])
         total = max(job.shards_total, 1)
         done_before = job.shards_done
@@ -169,9 +170,11 @@ def shard(job_id: str, index: int) -> None:
             arrays = engine.run(images, labels, indices, masks, on_batch=on_batch,
                                 on_adversarial=writer, timings=timings)
             timings["shard_total"] = time.perf_counter() - t0
+            if writer is not None:  # before the shard counts, so finalize finds them
+                rt.storage.publish(writer.root)
             buf = io.BytesIO()
             np.savez(buf, **arrays)  # type: ignore[arg-type]
-            write_atomic(_shard_path(rt, job_id, index), buf.getvalue())
+            rt.storage.write(_shard_path(rt, job_id, index), buf.getvalue())
             _save_timings(rt, job_id, f"shard-{index:05d}", timings)
         if lease.complete():
             _start_finalize(rt, job_id)
@@ -232,6 +235,8 @@ def finalize(job_id: str) -> None:
         started = time.perf_counter()
         loaded = _load(rt, job)
         engine = loaded.engine
+        for folder in ("shards", "timings", "artifacts"):
+            rt.storage.pull(rt.storage.job_dir(job_id) / folder)
         parts = []
         for i in range(job.shards_total):
             with np.load(_shard_path(rt, job_id, i)) as data:
@@ -252,6 +257,7 @@ def finalize(job_id: str) -> None:
         report = _build_report(rt, job, engine, sections, loaded, started, artifacts)
         write_report_files(rt.storage.job_dir(job_id), rt.storage.artifacts_dir(job_id),
                            report, sections, samples)
+        rt.storage.publish(rt.storage.job_dir(job_id))
         ctx.succeed({"summary": report.get("summary", {}),
                      "report": f"/v1/audits/{job_id}/report"})
 

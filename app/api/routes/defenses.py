@@ -63,7 +63,7 @@ def _report(session: Any, storage: Any, tenant_id: str, job_id: str, name: str) 
     job = get_job(session, tenant_id, job_id, kind="defense")
     if job.status != "succeeded":
         raise ConflictError(f"defense {job_id} has no report yet (status {job.status})")
-    path = storage.job_dir(job.id) / name
+    path = storage.pull(storage.job_dir(job.id) / name)
     if not path.exists():
         raise NotFoundError(f"{name} of defense {job_id} is missing")
     return path

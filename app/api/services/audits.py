@@ -70,18 +70,16 @@ def finished_audit(session: Session, tenant_id: str, audit_id: str) -> JobRow:
 
 
 def report_path(storage: Storage, job: JobRow, kind: str) -> Path:
-    path = storage.job_dir(job.id) / REPORT_FILES[kind]
+    path = storage.pull(storage.job_dir(job.id) / REPORT_FILES[kind])
     if not path.exists():
         raise NotFoundError(f"report.{kind} of audit {job.id} is missing")
     return path
 
 
 def list_artifacts(storage: Storage, job: JobRow) -> list[dict[str, Any]]:
-    root = storage.artifacts_dir(job.id)
     return [
-        {"name": p.relative_to(root).as_posix(), "size_bytes": p.stat().st_size,
-         "url": f"/v1/audits/{job.id}/artifacts/{p.relative_to(root).as_posix()}"}
-        for p in sorted(root.rglob("*")) if p.is_file()
+        {"name": name, "size_bytes": size, "url": f"/v1/audits/{job.id}/artifacts/{name}"}
+        for name, size in storage.list_files(storage.artifacts_dir(job.id))
     ]
 
 
@@ -90,6 +88,9 @@ def artifact_path(storage: Storage, job: JobRow, name: str) -> Path:
     if not _SAFE_NAME.match(name) or ".." in name.split("/"):
         raise NotFoundError(f"artifact {name!r} not found")
     path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
+    if root not in path.parents:
+        raise NotFoundError(f"artifact {name!r} not found")
+    storage.pull(path)
+    if not path.is_file():
         raise NotFoundError(f"artifact {name!r} not found")
     return path

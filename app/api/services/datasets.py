@@ -63,6 +63,7 @@ def import_upload(
         raise
     finally:
         tmp.unlink(missing_ok=True)
+    storage.publish(dest)
     row.info = _jsonable(info)
     row.sha256 = str(row.info.get("sha256", ""))
     session.flush()
@@ -98,5 +99,5 @@ def list_datasets(session: Session, tenant_id: str, limit: int,
 
 
 def delete_dataset(session: Session, storage: Storage, row: DatasetRow) -> None:
-    shutil.rmtree(storage.dataset_dir(row.id), ignore_errors=True)
+    storage.remove(storage.path("datasets", row.id))
     session.delete(row)
