@@ -1,7 +1,8 @@
 """The one table that maps domain errors to HTTP, and the JSON error handlers.
 
-Every error response is ``{"error": {"code", "message", "details"}}``; no stack trace
-ever leaves the process.
+Every error response is ``{"error": {"code", "message", "details"}}``, except under
+``/v2`` (the Open Inference Protocol), whose clients expect the protocol's own shape,
+``{"error": "<message>"}``. No stack trace ever leaves the process.
 """
 
 from __future__ import annotations
@@ -52,14 +53,25 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+OIP_PREFIX = "/v2"
+
+
+def _respond(request: Request, status: int, code: str, message: str, details: Any = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    path = request.url.path
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return JSONResponse({"error": message}, status, headers=headers)
+    return JSONResponse(error_body(code, message, details), status, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RobustDxError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status, headers=headers)
+    return _respond(request, status, exc.code, exc.message, exc.details, headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -67,20 +79,19 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
-    return JSONResponse(
-        error_body("invalid_request", f"{where}: {first['msg']}", {"errors": errors}), 422
-    )
+    return _respond(request, 422, "invalid_request", f"{where}: {first['msg']}",
+                    {"errors": errors})
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-    return JSONResponse(error_body(code, str(exc.detail)), exc.status_code)
+    return _respond(request, exc.status_code, code, str(exc.detail))
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal server error"), 500)
+    return _respond(request, 500, "internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

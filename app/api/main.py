@@ -20,9 +20,11 @@ from app.api.routes import (
     health,
     jobs,
     models,
+    oip,
     schemas,
     tenants,
 )
+from app.api.timing import ServerTimingMiddleware
 from app.core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.add_middleware(MetricsMiddleware)
+    app.add_middleware(ServerTimingMiddleware)
 
     app.include_router(health.router)
     app.include_router(tenants.router)
@@ -100,4 +103,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(audits.router)
     app.include_router(defenses.router)
     app.include_router(schemas.router)
+    app.include_router(oip.router)
     return app

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     max_dataset_files: int = 200_000
     max_dataset_uncompressed_bytes: int = 16 * 1024**3
     max_files_per_request: int = 64
+    oip_max_request_bytes: int = Field(
+        default=64 * 1024**2, ge=1024,
+        description="Largest Open Inference Protocol request body (JSON or binary tensors).",
+    )
 
     # In-process inference.
     api_workers: int = Field(

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from app.api.deps import SessionDep, StorageDep, TenantDep
+from app.api.deps import SessionDep, StorageDep, TenantDep, authorized_model
 from app.api.schemas.common import ERRORS, ErrorResponse
 from app.api.schemas.models import (
     CARD_EXAMPLE,
@@ -30,6 +30,7 @@ from app.api.services.inference import InferenceService, Ticket, inference_servi
 from app.api.services.multipart import FileField, read_form
 from app.api.services.predictions import ImageLimits, SmoothingRequest, predict_uploads
 from app.api.startup import AppState
+from app.api.timing import stage
 from app.core.db import Database, ModelRow
 from app.core.registry import (
     delete_model,
@@ -143,12 +144,7 @@ def _register(
         )
 
 
-def _authorized_model(db: Database, authorization: str | None, model_id: str) -> ModelRow:
-    with db.session() as session:
-        tenant = authenticate(session, authorization)
-        row = get_model(session, tenant.id, model_id)
-        session.expunge(row)
-        return row
+_authorized_model = authorized_model
 
 
 @router.post(
@@ -318,33 +314,36 @@ async def _predict(
     authorization: str | None,
     smoothing: SmoothingRequest | None,
 ) -> PredictResponse | PredictBatchResponse:
-    row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
+    with stage("auth"):
+        row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
     settings = state.settings
     limit = settings.max_image_bytes
-    form = await read_form(
-        request,
-        files={
-            "file": FileField(max_bytes=limit, too_large=_image_too_large),
-            "files": FileField(
-                max_bytes=limit,
-                max_count=settings.max_files_per_request,
-                too_large=_image_too_large,
-            ),
-        },
-    )
+    with stage("read"):
+        form = await read_form(
+            request,
+            files={
+                "file": FileField(max_bytes=limit, too_large=_image_too_large),
+                "files": FileField(
+                    max_bytes=limit,
+                    max_count=settings.max_files_per_request,
+                    too_large=_image_too_large,
+                ),
+            },
+        )
     single, several = form.file_list("file"), form.file_list("files")
     if single and several:
         raise InvalidInputError("send one 'file' or several 'files', not both")
     if not single and not several:
         raise InvalidInputError("no image: send the form field 'file' (or 'files')")
-    return await predict_uploads(
-        service,
-        state.storage,
-        row,
-        single or several,
-        single=bool(single),
-        limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-        smoothing=smoothing,
-        smoothing_batch=max(settings.batch_max_size, 128),
-        ticket=ticket,
-    )
+    with stage("predict"):  # decode + queue wait + forward pass
+        return await predict_uploads(
+            service,
+            state.storage,
+            row,
+            single or several,
+            single=bool(single),
+            limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+            smoothing=smoothing,
+            smoothing_batch=max(settings.batch_max_size, 128),
+            ticket=ticket,
+        )
