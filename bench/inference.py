@@ -255,15 +255,19 @@ def start_triton(folder: Path, args: argparse.Namespace, model: torch.nn.Module,
                            f"{server.url}/v2/models/m/infer", oip_requests(tensors, None))]
 
 
-def raw_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> float:
-    """Milliseconds per forward pass of the batch ``x`` (after warm-up)."""
+def raw_forward(model: torch.nn.Module, x: torch.Tensor, repeats: int) -> list[float]:
+    """Milliseconds of each of ``repeats`` forward passes of the batch ``x`` (after warm-up)."""
+    times = []
     with torch.inference_mode():
-        for _ in range(3):
-            model(x)
-        start = time.perf_counter()
+        model(x)
         for _ in range(repeats):
+            start = time.perf_counter()
             model(x)
-    return (time.perf_counter() - start) * 1000 / repeats
+            times.append((time.perf_counter() - start) * 1000)
+    return times
+
+
+RAW_BATCHES = (1, 4, 8, 16, 32)
 
 
 def print_tables(rows: list[Row], raw: dict[int, float], batches: dict[str, float],
@@ -359,9 +363,13 @@ def main() -> None:
                       args.procs, args.connections)
             rounds: dict[tuple[str, str, int], list[Load]] = {}
             batches: dict[str, list[float]] = {}
+            raw_times: dict[int, list[float]] = {b: [] for b in RAW_BATCHES}
+            stacked = torch.stack(tensors[:32])
             for i in range(args.rounds):  # alternating order: drift on a shared machine
                 for target in targets if i % 2 == 0 else targets[::-1]:
                     measure(pool, target, args, rounds, batches)
+                for b in RAW_BATCHES:  # in every round too, so it sees the same machine
+                    raw_times[b] += raw_forward(model, stacked[:b], max(3, 48 // b))
         finally:
             for server in servers:
                 if isinstance(server, TritonServer):
@@ -369,8 +377,7 @@ def main() -> None:
                 else:
                     server.terminate()
                     server.wait(30)
-        stacked = torch.stack(tensors[:32])
-        raw = {b: raw_forward(model, stacked[:b], max(3, 64 // b)) for b in (1, 4, 8, 16, 32)}
+        raw = {b: float(np.median(v)) for b, v in raw_times.items()}
     rows = [Row(name, procs, clients, merge(loads))
             for (name, procs, clients), loads in rounds.items()]
     mean_batches = {k: float(np.mean(v)) for k, v in batches.items()}

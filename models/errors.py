@@ -19,7 +19,9 @@ the boundary with ``raise ... from exc``.
     ├── NotFoundError                     unknown id, or another tenant's (404)
     ├── ConflictError                     state does not allow it (409)
     ├── JobCancelledError                 raised inside workers when a job is cancelled
-    └── ServiceUnavailableError           a dependency is down (503)
+    ├── ServiceUnavailableError           a dependency is down (503)
+    ├── RemoteModelError                  a remote model's endpoint failed or misanswered (502)
+    └── QueryBudgetExceededError          a remote audit used up its query budget (429)
 """
 
 from __future__ import annotations
@@ -96,3 +98,11 @@ class JobCancelledError(RobustDxError):
 
 class ServiceUnavailableError(RobustDxError):
     code = "service_unavailable"
+
+
+class RemoteModelError(RobustDxError):
+    code = "remote_model_error"
+
+
+class QueryBudgetExceededError(RobustDxError):
+    code = "query_budget_exceeded"

@@ -23,6 +23,8 @@ from models.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    QueryBudgetExceededError,
+    RemoteModelError,
     RobustDxError,
     ServiceUnavailableError,
 )
@@ -39,6 +41,8 @@ STATUS_BY_ERROR: list[tuple[type[RobustDxError], int]] = [
     (NotFoundError, 404),
     (ConflictError, 409),
     (ServiceUnavailableError, 503),
+    (RemoteModelError, 502),
+    (QueryBudgetExceededError, 429),
 ]
 
 

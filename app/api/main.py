@@ -21,6 +21,7 @@ from app.api.routes import (
     jobs,
     models,
     oip,
+    remote,
     schemas,
     tenants,
 )
@@ -97,6 +98,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(tenants.router)
     app.include_router(jobs.router)
+    app.include_router(remote.router)
     app.include_router(models.router)
     app.include_router(checks.router)
     app.include_router(datasets.router)

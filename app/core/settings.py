@@ -62,6 +62,27 @@ class Settings(BaseSettings):
         description="Largest Open Inference Protocol request body (JSON or binary tensors).",
     )
 
+    # Remote models (an Open Inference Protocol endpoint audited with queries only).
+    remote_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host patterns remote models may live on (JSON list; '*.hospital.org' "
+        "style). Empty: remote models are refused.",
+    )
+    remote_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow remote-model hosts that resolve to loopback or private addresses.",
+    )
+    remote_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    remote_max_batch: int = Field(default=32, ge=1, le=1024,
+                                  description="Images per request to a remote model.")
+    remote_query_budget: int = Field(default=100_000, ge=1,
+                                     description="Images an audit may send (default).")
+    remote_max_query_budget: int = Field(default=10_000_000, ge=1)
+    remote_query_rate: float = Field(default=100.0, ge=0,
+                                     description="Images per second (default; 0 = no cap).")
+    remote_max_query_rate: float = Field(default=1000.0, ge=0,
+                                         description="Highest rate an audit may ask (0: any).")
+
     # In-process inference.
     api_workers: int = Field(
         default=1, ge=1, le=64,

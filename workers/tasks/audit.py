@@ -54,6 +54,11 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     req = job.request
     row = model_row(rt, req["model_id"])
     model: DiagnosticModel = load_registered_model(rt.storage, row, rt.device)
+    # Remote models (an inference endpoint): score-based work only, within the audit's
+    # query budget and rate; a no-op for local models.
+    from app.core.remote import prepare_remote_audit
+
+    prepare_remote_audit(model, req)
     dataset = load_dataset(rt.storage.dataset_dir(req["dataset_id"]))
     check_labels(dataset.manifest.info, ModelCard.model_validate(row.card))
     options = req.get("options") or {}
@@ -170,6 +175,9 @@ def shard(job_id: str, index: int) -> None:
             arrays = engine.run(images, labels, indices, masks, on_batch=on_batch,
                                 on_adversarial=writer, timings=timings)
             timings["shard_total"] = time.perf_counter() - t0
+            from app.core.remote import remote_usage
+
+            timings.update(remote_usage(engine.model))  # queries sent to a remote model
             if writer is not None:  # before the shard counts, so finalize finds them
                 rt.storage.publish(writer.root)
             buf = io.BytesIO()

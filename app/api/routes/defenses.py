@@ -12,7 +12,7 @@ from app.api.schemas.defenses import DefenseRequest
 from app.api.schemas.jobs import JobPage, JobStatus
 from app.api.services.datasets import dataset_or_404
 from app.core.jobs import get_job, list_jobs, request_cancel
-from app.core.registry import get_model
+from app.core.registry import REMOTE, get_model
 from app.core.submit import submit_job
 from models.card import ModelCard
 from models.errors import ConflictError, NotFoundError
@@ -27,6 +27,9 @@ def post_defense(body: DefenseRequest, response: Response, session: SessionDep,
     from models.datasets import DatasetInfo, check_labels
 
     model = get_model(session, tenant.id, body.model_id)
+    if model.format == REMOTE:
+        raise ConflictError(f"model {model.id!r} is a remote model: defenses retrain weights, "
+                            "which an inference endpoint does not expose")
     card = ModelCard.model_validate(model.card)
     train = dataset_or_404(session, tenant.id, body.train_dataset_id)
     evaluation = dataset_or_404(session, tenant.id, body.eval_dataset_id)

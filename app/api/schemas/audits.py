@@ -66,6 +66,10 @@ class AuditOptions(BaseModel):
     min_eps: bool = Field(default=True, description="Per-image minimum-eps search (bisection).")
     samples: int = Field(default=8, ge=0, le=64, description="Images in the report's grid.")
     save_adversarial: bool = Field(default=True, description="Adversarial PNG/DICOM artifacts.")
+    query_budget: int | None = Field(
+        default=None, ge=1, description="Remote models: images the audit may send in all.")
+    query_rate: float | None = Field(
+        default=None, gt=0, description="Remote models: images per second at most.")
 
 
 class AuditRequest(BaseModel):

@@ -13,7 +13,8 @@ from app.api.services.datasets import dataset_or_404
 from app.core.catalogue import FLAG_POLICY_RULES, POLICY_RULES
 from app.core.db import Database, JobRow
 from app.core.jobs import get_job
-from app.core.registry import get_model
+from app.core.registry import REMOTE, get_model
+from app.core.remote import check_remote_audit
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.core.submit import submit_job
@@ -54,6 +55,8 @@ def submit_audit(
     check_labels(DatasetInfo.model_validate(dataset.info), ModelCard.model_validate(model.card))
     _check_policy(body.policy)
     request = body.model_dump(mode="json")
+    if model.format == REMOTE:
+        request = check_remote_audit(request, settings)
     request["model_sha256"] = model.sha256
     request["dataset_sha256"] = dataset.sha256
     return submit_job(session, db, settings, tenant_id, "audit", request)
