@@ -92,6 +92,7 @@ class TritonServer:
     queue_delay_us: int = 2000
     log: Path | None = None
     port: int = 0
+    metrics_port: int = 0
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -99,11 +100,11 @@ class TritonServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 180) -> TritonServer:
-        self.port = free_port()
+        self.port, self.metrics_port = free_port(), free_port()
         cmd = [str(self.python), str(SERVER), "--model", str(self.model), "--name", self.name,
                "--shape", ",".join(map(str, self.shape)), "--outputs", str(self.outputs),
                "--http-port", str(self.port), "--grpc-port", str(free_port()),
-               "--metrics-port", str(free_port()), "--threads", str(self.threads),
+               "--metrics-port", str(self.metrics_port), "--threads", str(self.threads),
                "--max-batch", str(self.max_batch), "--queue-delay-us", str(self.queue_delay_us)]
         out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
         env = {**os.environ, "OMP_NUM_THREADS": str(self.threads)}
@@ -121,6 +122,15 @@ class TritonServer:
             time.sleep(0.5)
         self.stop()
         raise SideEnvError(f"the Triton server was not ready within {timeout:.0f}s")
+
+    def inference_count(self) -> int:
+        """Images Triton has run for the model (``nv_inference_count``, its own counter)."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).text
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith("nv_inference_count{") and f'model="{self.name}"' in line:
+                total += float(line.rsplit(" ", 1)[1])
+        return int(total)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:

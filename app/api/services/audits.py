@@ -49,6 +49,8 @@ def submit_audit(
     session: Session, db: Database, settings: Settings, tenant_id: str, body: AuditRequest
 ) -> JobRow:
     model = get_model(session, tenant_id, body.model_id)
+    if model.format == REMOTE:  # refused before anything else is looked up
+        check_remote_audit(body.model_dump(mode="json"), settings)
     dataset = dataset_or_404(session, tenant_id, body.dataset_id)
     from models.datasets import DatasetInfo, check_labels
 
