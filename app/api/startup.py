@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.api.auth_cache import AuthorizedModels
 from app.core.db import Database, get_database
 from app.core.dispatcher import Dispatcher
 from app.core.settings import Settings
@@ -25,6 +26,7 @@ class AppState:
     storage: Storage
     dispatcher: Dispatcher | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    authorized: AuthorizedModels = field(default_factory=lambda: AuthorizedModels(0.0))
 
 
 @contextmanager
@@ -45,7 +47,8 @@ def startup(settings: Settings) -> AppState:
     storage = open_storage(settings)
     if settings.s3_create_bucket and isinstance(storage, S3Storage):
         storage.ensure_bucket()
-    state = AppState(settings=settings, db=db, storage=storage)
+    state = AppState(settings=settings, db=db, storage=storage,
+                     authorized=AuthorizedModels(settings.auth_cache_seconds))
     if settings.environment == "development":
         # Several API processes (ROBUSTDX_API_WORKERS) start at once: seed under a lock.
         with _file_lock(settings.data_dir / ".startup.lock"):

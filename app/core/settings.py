@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     model_cache_size: int = Field(default=4, ge=1, le=256)
     inference_threads: int = Field(default=1, ge=1, le=64)
+    auth_cache_seconds: float = Field(
+        default=2.0, ge=0.0, le=60.0,
+        description="How long predict and OIP infer reuse a successful key and model check "
+        "(0: check the database on every request).",
+    )
 
     # Workers.
     worker_queues: str = Field(default="gpu,cpu", description="Queues a worker consumes.")

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
+from app.api.auth_cache import cached_authorized_model
 from app.api.deps import SessionDep, StorageDep, TenantDep, authorized_model
 from app.api.schemas.common import ERRORS, ErrorResponse
 from app.api.schemas.models import (
@@ -230,6 +231,7 @@ def delete_one_model(
 ) -> Response:
     model_id = row.id
     delete_model(session, storage, row)
+    request.app.state.robustdx.authorized.forget_model(model_id)
     service = request.app.state.robustdx.extras.get("inference")
     if isinstance(service, InferenceService):
         service.evict(model_id)
@@ -315,7 +317,7 @@ async def _predict(
     smoothing: SmoothingRequest | None,
 ) -> PredictResponse | PredictBatchResponse:
     with stage("auth"):
-        row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
+        row = await cached_authorized_model(state.authorized, state.db, authorization, model_id)
     settings = state.settings
     limit = settings.max_image_bytes
     with stage("read"):

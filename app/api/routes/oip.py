@@ -14,6 +14,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from app.api.auth_cache import cached_authorized_model
 from app.api.deps import authorized_model
 from app.api.schemas.oip import ModelMetadata, ServerMetadata
 from app.api.services.inference import inference_service
@@ -129,7 +130,10 @@ async def infer(
     ticket = service.expect(model_id)  # first, so a forming batch waits for this request
     try:
         with stage("auth"):
-            row = await run_in_threadpool(_model, request, authorization, model_id, version)
+            if version is not None and version != VERSION:
+                raise NotFoundError(f"model {model_id!r} has no version {version!r}")
+            row = await cached_authorized_model(state.authorized, state.db, authorization,
+                                                model_id)
         settings = state.settings
         with stage("read"):
             body = await _read_body(request, settings.oip_max_request_bytes)

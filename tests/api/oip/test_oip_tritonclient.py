@@ -236,3 +236,11 @@ def test_server_timing_names_each_stage(served: Served) -> None:
     assert list(stages) == ["auth", "read", "decode", "infer", "encode"]
     assert all(float(v) >= 0 for v in stages.values())
     assert r.json()["outputs"][0]["shape"] == [1, 2]
+
+
+def test_v1_predict_names_its_stages_too(served: Served) -> None:
+    r = httpx.post(f"{served.url}/v1/models/{served.model_id}/predict", headers=served.auth,
+                   files={"file": ("x.png", png_bytes(1))})
+    assert r.status_code == 200, r.text
+    names = [part.strip().split(";")[0] for part in r.headers["server-timing"].split(",")]
+    assert names == ["auth", "read", "predict"]
