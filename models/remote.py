@@ -20,7 +20,7 @@ import json
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import httpx
 import numpy as np
@@ -71,6 +71,12 @@ class QueryBudget:
     def usage(self) -> dict[str, float]:
         return {"queries": self.queries, "requests": self.requests,
                 "seconds": round(self.seconds, 4), "budget": self.limit, "rate": self.rate}
+
+
+class Endpoint(Protocol):
+    """What :class:`RemoteNet` needs of a client: FP32 ``[N, C, H, W]`` in, ``[N, K]`` out."""
+
+    def infer(self, x: np.ndarray) -> np.ndarray: ...
 
 
 class OipClient:
@@ -173,7 +179,7 @@ class RemoteNet(nn.Module):
     (binary-logit, from ``[1 - p, p]`` or ``[p]``).
     """
 
-    def __init__(self, client: OipClient, card: ModelCard, head: Head, outputs: Outputs,
+    def __init__(self, client: Endpoint, card: ModelCard, head: Head, outputs: Outputs,
                  width: int, budget: QueryBudget, max_batch: int = 32) -> None:
         super().__init__()
         self.client, self.head, self.outputs, self.width = client, head, outputs, width
@@ -229,7 +235,7 @@ def remote_head(card: ModelCard, outputs: Outputs, width: int) -> Head:
     return head
 
 
-def remote_model(client: OipClient, card: ModelCard, outputs: Outputs, width: int,
+def remote_model(client: Endpoint, card: ModelCard, outputs: Outputs, width: int,
                  budget: QueryBudget, max_batch: int = 32) -> DiagnosticModel:
     """A :class:`DiagnosticModel` whose network is the endpoint (eval mode, no gradients)."""
     head = remote_head(card, outputs, width)

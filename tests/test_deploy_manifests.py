@@ -39,7 +39,7 @@ def test_every_variable_is_a_setting_and_the_production_settings_validate() -> N
         env |= {e["name"]: e["value"] for e in container.get("env", [])}
     for name in env:
         assert name.removeprefix("ROBUSTDX_").lower() in fields, name
-    values = {k.removeprefix("ROBUSTDX_").lower(): v for k, v in env.items()}
+    values: dict[str, Any] = {k.removeprefix("ROBUSTDX_").lower(): v for k, v in env.items()}
     values["admin_key"] = "a-real-secret"
     settings = Settings(**values)
     assert settings.storage_url == "s3://robustdx/artifacts"

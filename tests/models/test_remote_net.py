@@ -10,16 +10,17 @@ import torch
 
 from models.card import ModelCard
 from models.errors import QueryBudgetExceededError, RemoteModelError
-from models.remote import QueryBudget, remote_head, remote_model
+from models.remote import QueryBudget, RemoteNet, remote_head, remote_model
 from tests.models.model_files import card_dict
 
 
-class Endpoint:
+class FakeEndpoint:
     """Stands for the HTTP client: answers softmax/sigmoid of a fixed linear map, and
     records the batch sizes it was sent (what a real server would have received)."""
 
     def __init__(self, k: int, kind: str = "softmax") -> None:
-        self.k, self.kind, self.batches = k, kind, []
+        self.k, self.kind = k, kind
+        self.batches: list[int] = []
         self.w = torch.randn(3 * 8 * 8, k, generator=torch.Generator().manual_seed(0))
 
     def scores(self, x: np.ndarray) -> np.ndarray:
@@ -41,40 +42,40 @@ def _x(n: int) -> torch.Tensor:
 
 
 def test_softmax_probabilities_come_back_unchanged_through_the_head() -> None:
-    endpoint = Endpoint(3)
+    endpoint = FakeEndpoint(3)
     card = _card(labels=("a", "b", "c"))
-    model = remote_model(endpoint, card, "probabilities", 3, QueryBudget(limit=100),  # type: ignore[arg-type]
+    model = remote_model(endpoint, card, "probabilities", 3, QueryBudget(limit=100),
                          max_batch=4)
     x = _x(10)
     probs = torch.softmax(model(x), 1)
     np.testing.assert_allclose(probs.numpy(), endpoint.scores(x.numpy()), atol=1e-5)
     assert endpoint.batches == [4, 4, 2]
-    budget = model.net.budget  # type: ignore[union-attr]
-    assert (budget.queries, budget.requests) == (10, 3)
+    assert isinstance(model.net, RemoteNet)
+    assert (model.net.budget.queries, model.net.budget.requests) == (10, 3)
     assert not model(x).requires_grad
 
 
 def test_the_network_sees_pixels_not_normalized_inputs() -> None:
-    endpoint = Endpoint(2)
+    endpoint = FakeEndpoint(2)
     card = _card(preprocessing={"mean": [0.3], "std": [0.2]})
-    seen: list[np.ndarray] = []
-    endpoint.infer = lambda x: (seen.append(x), endpoint.scores(x))[1]  # type: ignore[method-assign]
-    model = remote_model(endpoint, card, "probabilities", 2, QueryBudget(limit=10))  # type: ignore[arg-type]
+    model = remote_model(endpoint, card, "probabilities", 2, QueryBudget(limit=10))
     x = _x(2)
-    model(x)
-    np.testing.assert_allclose(seen[0], x.numpy(), atol=1e-6)
+    out = model(x)
+    # What the endpoint was sent are the pixels: its scores of x itself come back.
+    np.testing.assert_allclose(torch.softmax(out, 1).numpy(), endpoint.scores(x.numpy()),
+                               atol=1e-5)
 
 
 def test_sigmoid_and_binary_heads() -> None:
-    multi = Endpoint(2, "sigmoid")
+    multi = FakeEndpoint(2, "sigmoid")
     card = _card(task="multi-label", labels=("effusion", "nodule"))
-    model = remote_model(multi, card, "probabilities", 2, QueryBudget(limit=10))  # type: ignore[arg-type]
+    model = remote_model(multi, card, "probabilities", 2, QueryBudget(limit=10))
     x = _x(3)
     np.testing.assert_allclose(torch.sigmoid(model(x)).numpy(), multi.scores(x.numpy()),
                                atol=1e-5)
     binary = _card(head="binary-logit")
-    two = Endpoint(2)
-    model = remote_model(two, binary, "probabilities", 2, QueryBudget(limit=10))  # type: ignore[arg-type]
+    two = FakeEndpoint(2)
+    model = remote_model(two, binary, "probabilities", 2, QueryBudget(limit=10))
     out = model(x)
     assert out.shape == (3, 1)
     np.testing.assert_allclose(torch.sigmoid(out)[:, 0].numpy(), two.scores(x.numpy())[:, 1],
@@ -90,8 +91,8 @@ def test_output_widths_that_do_not_fit_the_card_are_refused() -> None:
 
 
 def test_the_budget_stops_queries_before_they_are_sent() -> None:
-    endpoint = Endpoint(2)
-    model = remote_model(endpoint, _card(), "probabilities", 2, QueryBudget(limit=5),  # type: ignore[arg-type]
+    endpoint = FakeEndpoint(2)
+    model = remote_model(endpoint, _card(), "probabilities", 2, QueryBudget(limit=5),
                          max_batch=4)
     with pytest.raises(QueryBudgetExceededError, match="query budget of 5 images"):
         model(_x(6))
