@@ -21,15 +21,18 @@ size, several at once (boto3's transfer manager), in both directions.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from app.core.storage.local import Storage, _hidden
+from models.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +71,25 @@ def _safe_relative(name: str) -> bool:
     return bool(name) and all(part not in ("", ".", "..") for part in parts)
 
 
+@contextlib.contextmanager
+def _boundary(what: str, key: str) -> Iterator[None]:
+    """boto3's errors become a :class:`ServiceUnavailableError` naming the store-relative
+    key and the S3 error code, never a local path (s3transfer's messages carry them)."""
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "error")
+        raise ServiceUnavailableError(f"the artifact store failed to {what} {key!r}: {code}",
+                                      {"key": key, "code": code}) from exc
+    except (BotoCoreError, Boto3Error) as exc:
+        raise ServiceUnavailableError(
+            f"the artifact store failed to {what} {key!r}: {type(exc).__name__}",
+            {"key": key}) from exc
+
+
 class S3Storage(Storage):
     """The artifact store in an S3 bucket, with ``root`` as this process's cache."""
 
@@ -96,7 +118,10 @@ class S3Storage(Storage):
         found: dict[str, _Object] = {}
         paginator = self.client.get_paginator("list_objects_v2")
         skip = len(self.location.prefix)
-        for page in paginator.paginate(Bucket=self.location.bucket, Prefix=self._remote(key)):
+        with _boundary("list", key):
+            pages = list(paginator.paginate(Bucket=self.location.bucket,
+                                            Prefix=self._remote(key)))
+        for page in pages:
             for obj in page.get("Contents", []):
                 name = obj["Key"][skip:]
                 if name != key and not name.startswith(f"{key}/"):
@@ -122,8 +147,9 @@ class S3Storage(Storage):
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.{os.getpid()}.part")
         try:
-            self.client.download_file(self.location.bucket, self._remote(key), str(tmp),
-                                      Config=self.transfer)
+            with _boundary("download", key):
+                self.client.download_file(self.location.bucket, self._remote(key), str(tmp),
+                                          Config=self.transfer)
             os.utime(tmp, (obj.mtime, obj.mtime))
             os.replace(tmp, dest)
             self._etags[key] = obj.etag
@@ -132,8 +158,9 @@ class S3Storage(Storage):
 
     def _upload(self, path: Path) -> str:
         key = self.key_of(path)
-        self.client.upload_file(str(path), self.location.bucket, self._remote(key),
-                                Config=self.transfer)
+        with _boundary("upload", key):
+            self.client.upload_file(str(path), self.location.bucket, self._remote(key),
+                                    Config=self.transfer)
         return key
 
     def _run(self, jobs: list[Any], fn: Any) -> list[Any]:
@@ -206,8 +233,9 @@ class S3Storage(Storage):
         names = list(self._list(key))
         for start in range(0, len(names), 1000):  # DeleteObjects takes up to 1000 keys
             batch = [{"Key": self._remote(n)} for n in names[start:start + 1000]]
-            self.client.delete_objects(Bucket=self.location.bucket,
-                                       Delete={"Objects": batch, "Quiet": True})
+            with _boundary("delete", key):
+                self.client.delete_objects(Bucket=self.location.bucket,
+                                           Delete={"Objects": batch, "Quiet": True})
         self._complete.discard(key)
         if path.is_dir():
             shutil.rmtree(path, ignore_errors=True)

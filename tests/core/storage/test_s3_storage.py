@@ -201,3 +201,16 @@ def test_ensure_bucket_creates_a_missing_bucket(seaweed: SeaweedS3, tmp_path: Pa
     store.ping()
     store.write(store.job_dir("j") / "a", b"1")
     assert store.list_files(store.job_dir("j")) == [("a", 1)]
+
+
+def test_store_failures_name_the_key_never_a_local_path(
+    seaweed: SeaweedS3, tmp_path: Path
+) -> None:
+    from models.errors import ServiceUnavailableError
+
+    broken = S3Storage(tmp_path / "cache", S3Location("ab", ""), seaweed.client())  # invalid
+    path = broken.job_dir("j") / "report.json"
+    with pytest.raises(ServiceUnavailableError) as failed:
+        broken.write(path, b"{}")
+    assert "jobs/j/report.json" in failed.value.message
+    assert str(tmp_path) not in failed.value.message
