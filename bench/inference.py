@@ -116,6 +116,12 @@ def make_images(count: int) -> tuple[list[bytes], list[torch.Tensor]]:
 
 
 def start_service(data_dir: Path, port: int, threads: int, procs: int) -> subprocess.Popen[bytes]:
+    from app.core.db import get_database
+
+    # The schema first: several API processes creating it at once on a fresh SQLite file
+    # race ("table tenants already exists") and the loser exits.
+    data_dir.mkdir(parents=True, exist_ok=True)
+    get_database(f"sqlite:///{(data_dir / 'robustdx.db').resolve()}").dispose()
     env = {
         **os.environ, "ROBUSTDX_DATA_DIR": str(data_dir), "ROBUSTDX_RUN_DISPATCHER": "false",
         "ROBUSTDX_REGISTER_ZOO": "false", "ROBUSTDX_ENVIRONMENT": "test",
