@@ -28,7 +28,7 @@ from models.wrapper import DiagnosticModel
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 from workers.celery_app import app
 from workers.jobs import JobContext, ShardLease
-from workers.runtime import Runtime, model_row, runtime
+from workers.runtime import Runtime, loaded_model, model_row, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,11 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     """Model, dataset and engine of a job, cached per worker process (one job at a time)."""
     if job.id in _CACHE:
         return _CACHE[job.id]
-    from app.core.registry import load_registered_model
     from models.datasets import check_labels, load_dataset
 
     req = job.request
     row = model_row(rt, req["model_id"])
-    model: DiagnosticModel = load_registered_model(rt.storage, row, rt.device)
+    model: DiagnosticModel = loaded_model(rt, row)  # kept loaded between jobs
     # Remote models (an inference endpoint): score-based work only, within the audit's
     # query budget and rate; a no-op for local models.
     from app.core.remote import prepare_remote_audit
