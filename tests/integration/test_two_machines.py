@@ -147,3 +147,40 @@ def test_sharded_audit_and_defense_across_two_machines(
     assert f"jobs/{audit_id}/report.json" in keys
     assert f"jobs/{job_id}/report.json" in keys
     assert {f"jobs/{audit_id}/shards/{i:05d}.npz" for i in range(6)} <= keys
+
+
+def test_a_killed_defense_resumes_on_a_new_machine_from_the_bucket(
+    cluster: tuple[Service, list[Path], str], seaweed: SeaweedS3, tiny_derm: TinyModel,
+    tmp_path: Path
+) -> None:
+    svc, _, prefix = cluster
+    key = svc.create_tenant()
+    model_id, dataset_id = _register(svc, key, tiny_derm)
+    defense = {"model_id": model_id, "train_dataset_id": dataset_id,
+               "eval_dataset_id": dataset_id, "method": "pgd_at", "seed": 2,
+               "params": {"epochs": 8, "lr": 0.003, "optimizer": "adam", "eps": 8 / 255,
+                          "steps": 3, "batch_size": 16,
+                          "eval_attacks": [{"name": "fgsm", "params": {"eps": "8/255"}}]}}
+    with svc.client(key) as c:
+        r = c.post("/v1/defenses", json=defense)
+        assert r.status_code == 202, r.text
+        job_id = r.json()["id"]
+    marker = f"{prefix}jobs/{job_id}/checkpoints/state.json"
+    client = seaweed.client()
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        listed = client.list_objects_v2(Bucket=seaweed.bucket, Prefix=marker)
+        if listed.get("KeyCount", 0):
+            break
+        time.sleep(0.3)
+    else:
+        pytest.fail("no checkpoint reached the bucket")
+    for worker in list(svc.workers):  # both machines are lost
+        svc.kill_worker(worker)
+    fresh = tmp_path / "machine-3"
+    fresh.mkdir()
+    svc.start_worker("m3", data_dir=fresh)  # a new machine with an empty disk
+    done = svc.wait_job(key, job_id, timeout=600)
+    assert done["status"] == "succeeded", done
+    assert done["result"]["resumed_from_epoch"] >= 1
+    assert (fresh / "jobs" / job_id / "checkpoints" / "state.json").exists()
