@@ -9,7 +9,7 @@ PORT ?= 8000
 ROBUSTDX_DATA_DIR ?= data
 export ROBUSTDX_DATA_DIR
 
-.PHONY: run test install lock lint typecheck check zoo demo bench clean chromium dicom-tools
+.PHONY: run test install lock lint typecheck check zoo demo bench clean chromium dicom-tools pytriton
 
 # requirements/dev.lock pins every package (make lock); installs are constrained by it, so
 # `make run`, `make test` and CI get the same versions on every machine.
@@ -46,7 +46,18 @@ dicom-tools:
 	    apt-get install -y -qq orthanc orthanc-dicomweb dcmtk >/dev/null) \
 	  || echo "orthanc/dcmtk not installed: the PACS tests will be skipped"; }
 
-test: $(STAMP) chromium dicom-tools
+# A real Triton (PyTriton) serves models in the remote-model tests and the serving bench.
+# PyTriton needs a Python with a shared libpython: Debian's python3.11, in a side venv
+# (~/.cache/robustdx/pytriton-venv) that is never the service's. Those tests are skipped,
+# with the reason, when it cannot be built.
+pytriton: $(STAMP)
+	@[ -x /usr/bin/python3.11 ] && /usr/bin/python3.11 -c 'import ensurepip' 2>/dev/null || \
+	  { [ "$$(id -u)" = 0 ] && (apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq python3.11 python3.11-venv >/dev/null) || true; }
+	@$(BIN)/python bench/pytriton_side.py >/dev/null 2>&1 || \
+	  echo "PyTriton side venv not built: the Triton tests will be skipped"
+
+test: $(STAMP) chromium dicom-tools pytriton
 	$(BIN)/python -m pytest -q -ra $(PYTEST_ARGS)
 
 lint: $(STAMP)

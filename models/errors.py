@@ -22,7 +22,9 @@ the boundary with ``raise ... from exc``.
     ├── ConflictError                     state does not allow it (409)
     ├── RateLimitedError                  too much at once; retry after ``retry_after`` s (429)
     ├── JobCancelledError                 raised inside workers when a job is cancelled
-    └── ServiceUnavailableError           a dependency is down (503)
+    ├── ServiceUnavailableError           a dependency is down (503)
+    ├── RemoteModelError                  a remote model's endpoint failed or misanswered (502)
+    └── QueryBudgetExceededError          a remote audit used up its query budget (429)
 """
 
 from __future__ import annotations
@@ -128,3 +130,11 @@ class JobCancelledError(RobustDxError):
 
 class ServiceUnavailableError(RobustDxError):
     code = "service_unavailable"
+
+
+class RemoteModelError(RobustDxError):
+    code = "remote_model_error"
+
+
+class QueryBudgetExceededError(RobustDxError):
+    code = "query_budget_exceeded"

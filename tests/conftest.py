@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.support.seaweed import SeaweedS3
 from tests.support.services import Broker, Service, drop_postgres, postgres_url
 
 torch.set_num_threads(int(os.environ.get("ROBUSTDX_TEST_THREADS", "1")))
@@ -28,6 +29,18 @@ def postgres() -> Iterator[str]:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     yield url
     drop_postgres(url)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedS3]:
+    """A real S3 server (SeaweedFS) for the session; each test takes its own bucket."""
+    server = SeaweedS3(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        server.start()
+    except (RuntimeError, OSError) as exc:
+        pytest.skip(f"SeaweedFS could not start: {exc}")
+    yield server
+    server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -18,7 +18,17 @@ def compose() -> dict:
 
 
 def test_services_present(compose: dict) -> None:
-    assert set(compose["services"]) == {"migrate", "api", "worker", "redis", "postgres"}
+    assert set(compose["services"]) == {"migrate", "api", "worker", "redis", "postgres", "s3"}
+
+
+def test_processes_share_no_disk_only_the_bucket(compose: dict) -> None:
+    for name in ("api", "worker"):
+        service = compose["services"][name]
+        assert "volumes" not in service, name
+        assert service["environment"]["ROBUSTDX_STORAGE_URL"] == "s3://robustdx/artifacts"
+        assert service["environment"]["ROBUSTDX_S3_ENDPOINT_URL"] == "http://s3:8333"
+    assert "-s3.port=8333" in compose["services"]["s3"]["command"]
+    assert "ports" not in compose["services"]["s3"]
 
 
 def test_environment_names_are_settings(compose: dict) -> None:

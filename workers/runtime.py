@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -9,9 +11,10 @@ import torch
 
 from app.core.db import Database, ModelRow, open_database
 from app.core.settings import Settings, get_settings
-from app.core.storage import Storage
+from app.core.storage import Storage, open_storage
 from models.device import resolve_device
 from models.errors import NotFoundError
+from models.wrapper import DiagnosticModel
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ def runtime() -> Runtime:
     return Runtime(
         settings=settings,
         db=open_database(settings),
-        storage=Storage(settings.data_dir),
+        storage=open_storage(settings),
         device=resolve_device(settings.device),
     )
 
@@ -43,3 +46,35 @@ def model_row(rt: Runtime, model_id: str) -> ModelRow:
             raise NotFoundError(f"model {model_id} no longer exists")
         session.expunge(row)
         return row
+
+
+#: Models kept loaded between jobs on this worker, most recent last.
+KEEP_MODELS = 2
+_LOADED: OrderedDict[tuple[str, str, str], DiagnosticModel] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
+
+
+def loaded_model(rt: Runtime, row: ModelRow) -> DiagnosticModel:
+    """The registered model on the worker's device, kept loaded between jobs (the
+    :data:`KEEP_MODELS` most recent, by id and sha256), so the next audit of the same model
+    starts without loading it again (an ONNX conversion takes seconds). Attacks and
+    analyses restore the model's modes and flags when they finish, so a kept model is as
+    it was loaded. Remote models are made afresh for every job: their client checks the
+    URL again and their query budget is the job's.
+    """
+    from app.core.registry import REMOTE, load_registered_model
+
+    if row.format == REMOTE:
+        return load_registered_model(rt.storage, row, rt.device)
+    key = (row.id, row.sha256, str(rt.device))
+    with _LOADED_LOCK:
+        model = _LOADED.get(key)
+        if model is not None:
+            _LOADED.move_to_end(key)
+            return model
+    model = load_registered_model(rt.storage, row, rt.device)
+    with _LOADED_LOCK:
+        _LOADED[key] = model
+        while len(_LOADED) > KEEP_MODELS:
+            _LOADED.popitem(last=False)
+    return model

@@ -1,11 +1,12 @@
 """The one table that maps domain errors to HTTP, and the JSON error handlers.
 
-Every error response is ``{"error": {"code", "message", "details"}}``; no stack trace
-ever leaves the process. Request-shape errors (FastAPI's validation, the multipart reader,
-the domain's :class:`InvalidInputError`) are all 422 with the offending field in
-``details``; the database's own refusals are mapped too (a unique name taken by a
-concurrent request is 409, a locked or unreachable database 503 with ``Retry-After``),
-so neither reaches the client as a 500.
+Every error response is ``{"error": {"code", "message", "details"}}``, except under
+``/v2`` (the Open Inference Protocol), whose clients expect the protocol's own shape,
+``{"error": "<message>"}``. No stack trace ever leaves the process. Request-shape errors
+(FastAPI's validation, the multipart reader, the domain's :class:`InvalidInputError`) are
+all 422 with the offending field in ``details``; the database's own refusals are mapped too
+(a unique name taken by a concurrent request is 409, a locked or unreachable database 503
+with ``Retry-After``), so neither reaches the client as a 500.
 """
 
 from __future__ import annotations
@@ -28,7 +29,9 @@ from models.errors import (
     InvalidInputError,
     NotFoundError,
     PayloadTooLargeError,
+    QueryBudgetExceededError,
     RateLimitedError,
+    RemoteModelError,
     RobustDxError,
     ServiceUnavailableError,
 )
@@ -46,6 +49,8 @@ STATUS_BY_ERROR: list[tuple[type[RobustDxError], int]] = [
     (ConflictError, 409),
     (RateLimitedError, 429),
     (ServiceUnavailableError, 503),
+    (RemoteModelError, 502),
+    (QueryBudgetExceededError, 429),
 ]
 
 
@@ -60,16 +65,27 @@ def error_body(code: str, message: str, details: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "details": details or {}}}
 
 
-async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+OIP_PREFIX = "/v2"
+
+
+def _respond(request: Request, status: int, code: str, message: str, details: Any = None,
+             headers: dict[str, str] | None = None) -> JSONResponse:
+    path = request.url.path
+    if path == OIP_PREFIX or path.startswith(OIP_PREFIX + "/"):
+        return JSONResponse({"error": message}, status, headers=headers)
+    return JSONResponse(error_body(code, message, details), status, headers=headers)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RobustDxError)
     status = status_for(exc)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, RateLimitedError):
         headers = {"Retry-After": str(exc.retry_after)}
-    return JSONResponse(error_body(exc.code, exc.message, exc.details), status, headers=headers)
+    return _respond(request, status, exc.code, exc.message, exc.details, headers)
 
 
-async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
         {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
@@ -77,10 +93,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     ]
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
-    return JSONResponse(
-        error_body("invalid_request", f"{where}: {first['msg']}",
-                   {"field": where, "errors": errors}), 422
-    )
+    return _respond(request, 422, "invalid_request", f"{where}: {first['msg']}",
+                    {"field": where, "errors": errors})
 
 
 _HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed",
@@ -107,8 +121,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     allowed = _allowed_methods(request) if exc.status_code == 405 else None
     if allowed:
         headers["Allow"] = allowed
-    return JSONResponse(error_body(code, str(exc.detail)), exc.status_code,
-                        headers=headers or None)
+    return _respond(request, exc.status_code, code, str(exc.detail), None, headers or None)
 
 
 async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
@@ -125,9 +138,9 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-async def _unexpected_error(_: Request, exc: Exception) -> JSONResponse:
+async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return JSONResponse(error_body("internal_error", "internal server error"), 500)
+    return _respond(request, 500, "internal_error", "internal server error")
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -25,10 +25,13 @@ from app.api.routes import (
     health,
     jobs,
     models,
+    oip,
+    remote,
     schemas,
     tenants,
     webhooks,
 )
+from app.api.timing import ServerTimingMiddleware
 from app.core.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
@@ -102,12 +105,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(IdempotencyMiddleware, ttl_seconds=settings.idempotency_ttl_seconds)
     app.add_middleware(MetricsMiddleware)
     install_docs(app)
+    app.add_middleware(ServerTimingMiddleware)
 
     app.include_router(health.router)
     app.include_router(tenants.router)
     app.include_router(jobs.router)
     app.include_router(audits.job_routes)
     app.include_router(defenses.job_routes)
+    app.include_router(remote.router)
     app.include_router(models.router)
     app.include_router(checks.router)
     app.include_router(datasets.router)
@@ -118,4 +123,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(dicomweb.router)
     app.include_router(dicom.router)
+    app.include_router(oip.router)
     return app

@@ -19,10 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from app.api.auth_cache import AuthorizedModels
 from app.core.db import Database, open_database
 from app.core.dispatcher import Dispatcher
 from app.core.settings import Settings
-from app.core.storage import Storage
+from app.core.storage import S3Storage, Storage, open_storage
 from app.core.tenants import dev_api_key, ensure_tenant
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class AppState:
     storage: Storage
     dispatcher: Dispatcher | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    authorized: AuthorizedModels = field(default_factory=lambda: AuthorizedModels(0.0))
 
 
 @contextmanager
@@ -52,8 +54,11 @@ def _file_lock(path: Path) -> Iterator[None]:
 def startup(settings: Settings) -> AppState:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     db = open_database(settings)
-    storage = Storage(settings.data_dir)
-    state = AppState(settings=settings, db=db, storage=storage)
+    storage = open_storage(settings)
+    if settings.s3_create_bucket and isinstance(storage, S3Storage):
+        storage.ensure_bucket()
+    state = AppState(settings=settings, db=db, storage=storage,
+                     authorized=AuthorizedModels(settings.auth_cache_seconds))
     if settings.environment == "development":
         # Several API processes (ROBUSTDX_API_WORKERS) start at once: seed under a lock.
         with _file_lock(settings.data_dir / ".startup.lock"):

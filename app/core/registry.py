@@ -35,9 +35,15 @@ logger = logging.getLogger(__name__)
 CARD_FILE = "card.json"
 EXPORTS = {"safetensors": ".safetensors", "torchscript": ".pt"}
 _ACTIVE = ("queued", "running")
+REMOTE = "remote"  # the format of models behind an inference endpoint (app.core.remote)
 
 
 def model_path(storage: Storage, row: ModelRow) -> Path:
+    """The model's file. Remote models have none (409: they are audited, not served)."""
+    if row.format == REMOTE:
+        raise ConflictError(
+            f"model {row.id!r} is a remote model: it has no file here and is not served by "
+            "this server (query its own endpoint)", {"format": REMOTE})
     return storage.model_dir(row.id) / f"model{EXTENSIONS[row.format]}"
 
 
@@ -93,6 +99,7 @@ def register_model_file(
         else:
             shutil.move(path, dest)
         write_atomic(folder / CARD_FILE, checked.card.model_dump_json(indent=2).encode())
+        storage.publish(folder)
         row = ModelRow(
             id=model_id,
             tenant_id=tenant_id,
@@ -201,7 +208,7 @@ def delete_model(session: Session, storage: Storage, row: ModelRow) -> None:
         )
     session.delete(row)
     session.flush()
-    storage.remove(storage.model_dir(row.id))
+    storage.remove(storage.path("models", row.id))
 
 
 def row_card(row: ModelRow) -> ModelCard:
@@ -211,7 +218,13 @@ def row_card(row: ModelRow) -> ModelCard:
 def load_registered_model(
     storage: Storage, row: ModelRow, device: torch.device | str | None = None
 ) -> DiagnosticModel:
-    """The registered model on ``device``, in eval mode (the registration dry run is trusted)."""
+    """The registered model on ``device``, in eval mode (the registration dry run is trusted).
+
+    A remote model comes back as a score-only model that queries its endpoint."""
+    if row.format == REMOTE:
+        from app.core.remote import load_remote_model
+
+        return load_remote_model(row)
     path = model_path(storage, row)
     if not path.exists():
         raise NotFoundError(f"the file of model {row.id!r} is missing from the store")
@@ -244,6 +257,7 @@ def export_path(
         try:
             (export_safetensors if fmt == "safetensors" else export_torchscript)(model, tmp)
             tmp.replace(dest)
+            storage.publish(dest)
         finally:
             tmp.unlink(missing_ok=True)
     return dest, f"{slug}{EXPORTS[fmt]}"

@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEV_ADMIN_KEY = "dev-admin-key"
@@ -60,6 +60,27 @@ class Settings(BaseSettings):
         description="Ed25519 private key (PEM) that signs report bundles; generated in the "
         "data folder at first use outside production.",
     )
+
+    # The artifact store: data_dir itself by default; with an S3 URL, data_dir is this
+    # process's cache of the bucket and machines share nothing but the bucket.
+    storage_url: str | None = Field(
+        default=None, description="s3://bucket/prefix for S3-compatible object storage."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible server (SeaweedFS, MinIO)."
+    )
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_multipart_bytes: int = Field(
+        default=64 * 1024**2, ge=5 * 1024**2,
+        description="Objects above this size travel in parts of this size (S3's minimum "
+        "part is 5 MiB).",
+    )
+    s3_transfer_threads: int = Field(default=8, ge=1, le=64)
+    s3_create_bucket: bool = Field(
+        default=False, description="The API creates the bucket at start when it is missing."
+    )
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
 
     # Upload and decoding limits. Models are large; images are not.
@@ -70,6 +91,31 @@ class Settings(BaseSettings):
     max_dataset_files: int = 200_000
     max_dataset_uncompressed_bytes: int = 16 * 1024**3
     max_files_per_request: int = 64
+    oip_max_request_bytes: int = Field(
+        default=64 * 1024**2, ge=1024,
+        description="Largest Open Inference Protocol request body (JSON or binary tensors).",
+    )
+
+    # Remote models (an Open Inference Protocol endpoint audited with queries only).
+    remote_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host patterns remote models may live on (JSON list; '*.hospital.org' "
+        "style). Empty: remote models are refused.",
+    )
+    remote_allow_private_networks: bool = Field(
+        default=False,
+        description="Allow remote-model hosts that resolve to loopback or private addresses.",
+    )
+    remote_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
+    remote_max_batch: int = Field(default=32, ge=1, le=1024,
+                                  description="Images per request to a remote model.")
+    remote_query_budget: int = Field(default=100_000, ge=1,
+                                     description="Images an audit may send (default).")
+    remote_max_query_budget: int = Field(default=10_000_000, ge=1)
+    remote_query_rate: float = Field(default=100.0, ge=0,
+                                     description="Images per second (default; 0 = no cap).")
+    remote_max_query_rate: float = Field(default=1000.0, ge=0,
+                                         description="Highest rate an audit may ask (0: any).")
 
     # HTTP surface (each explained in docs/security.md, "HTTP surface").
     metrics_token: str | None = Field(
@@ -90,6 +136,11 @@ class Settings(BaseSettings):
     batch_max_wait_ms: float = Field(default=5.0, ge=0.0, le=1000.0)
     model_cache_size: int = Field(default=4, ge=1, le=256)
     inference_threads: int = Field(default=1, ge=1, le=64)
+    auth_cache_seconds: float = Field(
+        default=2.0, ge=0.0, le=60.0,
+        description="How long predict and OIP infer reuse a successful key and model check "
+        "(0: check the database on every request).",
+    )
 
     # Fair use (per tenant; see app/core/limits.py and docs/security.md).
     max_audit_cost: int = Field(
@@ -194,6 +245,15 @@ class Settings(BaseSettings):
     max_dicom_instance_bytes: int = Field(default=256 * 1024**2, ge=1024)
     max_stow_instances: int = Field(default=2000, ge=1)
     dicom_route_retries: int = Field(default=3, ge=0, le=20)
+
+    @field_validator("storage_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value:
+            from app.core.storage.s3 import S3Location
+
+            S3Location.parse(value)
+        return value or None
 
     @model_validator(mode="after")
     def _refuse_default_secrets(self) -> Settings:

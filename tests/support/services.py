@@ -103,11 +103,11 @@ class Service:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def env(self) -> dict[str, str]:
+    def env(self, data_dir: Path | None = None) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "ROBUSTDX_ENVIRONMENT": "test",
-            "ROBUSTDX_DATA_DIR": str(self.data_dir),
+            "ROBUSTDX_DATA_DIR": str(data_dir or self.data_dir),
             "ROBUSTDX_BROKER_URL": self.broker_url,
             "ROBUSTDX_ADMIN_KEY": self.admin_key,
             "ROBUSTDX_HEARTBEAT_SECONDS": "0.5",
@@ -154,15 +154,18 @@ class Service:
                 self.api.kill()
             self.api = None
 
-    def start_worker(self, name: str | None = None) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str | None = None,
+                     data_dir: Path | None = None) -> subprocess.Popen[bytes]:
+        """A worker; with ``data_dir``, one with a data folder of its own (another machine's
+        disk, as far as the worker can tell)."""
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
-        log = open(self.data_dir / f"worker-{name}.log", "wb")  # noqa: SIM115
+        log = open((data_dir or self.data_dir) / f"worker-{name}.log", "wb")  # noqa: SIM115
         proc = subprocess.Popen(
             [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker",
              "--pool", "solo", "--concurrency", "1", "-O", "fair", "--queues", "gpu,cpu",
              "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip",
              "--without-mingle", "--without-heartbeat"],
-            env=self.env(), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+            env=self.env(data_dir), cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.workers.append(proc)

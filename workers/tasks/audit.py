@@ -32,7 +32,7 @@ from workers.attacks.functional import to_uint8
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 from workers.celery_app import app
 from workers.jobs import JobContext, ShardLease, insert_shards
-from workers.runtime import Runtime, model_row, runtime
+from workers.runtime import Runtime, loaded_model, model_row, runtime
 
 logger = logging.getLogger(__name__)
 
@@ -52,12 +52,16 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     """Model, dataset and engine of a job, cached per worker process (one job at a time)."""
     if job.id in _CACHE:
         return _CACHE[job.id]
-    from app.core.registry import load_registered_model
     from models.datasets import check_labels, load_dataset
 
     req = job.request
     row = model_row(rt, req["model_id"])
-    model: DiagnosticModel = load_registered_model(rt.storage, row, rt.device)
+    model: DiagnosticModel = loaded_model(rt, row)  # kept loaded between jobs
+    # Remote models (an inference endpoint): score-based work only, within the audit's
+    # query budget and rate; a no-op for local models.
+    from app.core.remote import prepare_remote_audit
+
+    prepare_remote_audit(model, req)
     dataset = load_dataset(rt.storage.dataset_dir(req["dataset_id"]))
     check_labels(dataset.manifest.info, ModelCard.model_validate(row.card))
     options = req.get("options") or {}
@@ -91,7 +95,7 @@ def _timings_path(rt: Runtime, job_id: str, name: str) -> Path:
 def _save_timings(rt: Runtime, job_id: str, name: str, timings: dict[str, float]) -> None:
     import json
 
-    write_atomic(_timings_path(rt, job_id, name), json.dumps(timings).encode())
+    rt.storage.write(_timings_path(rt, job_id, name), json.dumps(timings).encode())
 
 
 def _job_context(rt: Runtime, job_id: str) -> JobContext:
@@ -158,6 +162,7 @@ def plan(job_id: str) -> None:
             ctx.progress(0.02, "fitting")
             source = _DatasetSource(loaded.dataset, engine.model.card, count)
             fit_times = engine.fit(source, _state_dir(rt, job_id), ctx.should_stop)
+            rt.storage.publish(_state_dir(rt, job_id))
             timings.update({f"fit:{k}": v for k, v in fit_times.items()})
         # Another delivery may have planned already: its shard size wins.
         total = insert_shards(rt.db, job_id, count, _shard_size(rt, job, loaded))
@@ -197,7 +202,7 @@ def shard(job_id: str, index: int) -> None:
             raise
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
-        write_atomic(_shard_path(rt, job_id, index), buf.getvalue())
+        rt.storage.write(_shard_path(rt, job_id, index), buf.getvalue())
         _save_timings(rt, job_id, f"shard-{index:05d}", timings)
         if lease.complete():
             _start_finalize(rt, job_id)
@@ -208,7 +213,7 @@ def _run_shard(rt: Runtime, ctx: JobContext, job: JobRow, lease: ShardLease,
     ctx.check_cancelled()
     loaded = _load(rt, job)
     engine = loaded.engine
-    engine.load_fitted(_state_dir(rt, job.id))
+    engine.load_fitted(rt.storage.pull(_state_dir(rt, job.id)))
     start, stop = int(row.spec["start"]), int(row.spec["stop"])
     total = max(job.shards_total, 1)
     done_before = job.shards_done
@@ -232,6 +237,11 @@ def _run_shard(rt: Runtime, ctx: JobContext, job: JobRow, lease: ShardLease,
                             on_adversarial=writer, timings=timings,
                             should_stop=ctx.should_stop)
         timings["shard_total"] = time.perf_counter() - t0
+        from app.core.remote import remote_usage
+
+        timings.update(remote_usage(engine.model))  # queries sent to a remote model
+        if writer is not None:  # before the shard counts, so finalize finds them
+            rt.storage.publish(writer.root)
     return arrays, timings
 
 
@@ -291,6 +301,8 @@ def finalize(job_id: str) -> None:
         started = time.perf_counter()
         loaded = _load(rt, job)
         engine = loaded.engine
+        for folder in ("shards", "timings", "artifacts"):
+            rt.storage.pull(rt.storage.job_dir(job_id) / folder)
         parts = []
         for i in range(job.shards_total):
             with np.load(_shard_path(rt, job_id, i)) as data:
@@ -315,6 +327,7 @@ def finalize(job_id: str) -> None:
         report = _build_report(rt, job, engine, sections, loaded, started, artifacts)
         write_report_files(rt.storage.job_dir(job_id), rt.storage.artifacts_dir(job_id),
                            report, sections, samples)
+        rt.storage.publish(rt.storage.job_dir(job_id))
         ctx.succeed({"summary": report.get("summary", {}),
                      "report": f"/v1/audits/{job_id}/report",
                      # What a later audit needs to name this one as its baseline.
@@ -383,6 +396,7 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
     report = dict(build_report(job_meta, provenance, sections, attacks_meta, policy,
                                artifacts=artifacts))
     if baseline is not None:
+        rt.storage.pull(rt.storage.job_dir(str(baseline["baseline"])) / PER_IMAGE_FILE)
         apply_baseline(report, rt.storage.job_dir(job.id),
                        rt.storage.job_dir(str(baseline["baseline"])), baseline,
                        seed=int(req.get("seed", 0)))

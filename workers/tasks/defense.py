@@ -108,16 +108,22 @@ def train(job_id: str) -> None:
         eval_attacks = params.pop("eval_attacks", None)
         seed = int(req.get("seed", 0))
         data = _splits(rt, req, original.card, seed)
+        job_dir = rt.storage.job_dir(job_id)
+        # Another machine's checkpoints, so a killed worker's job resumes here.
+        checkpoints = rt.storage.pull(job_dir / "checkpoints")
+        published = [0]
 
         def progress(fraction: float, stage: str) -> None:
             ctx.progress(0.8 * fraction, stage)
+            _publish_checkpoint(rt, checkpoints, published)
 
         ctx.progress(0.0, "training")
         result = train_defense(
             original, data.fit, data.val, req["method"], params, seed=seed,
-            checkpoint_dir=rt.storage.job_dir(job_id) / "checkpoints", progress=progress,
+            checkpoint_dir=job_dir / "checkpoints", progress=progress,
             should_stop=ctx.should_stop, device=rt.device,
         )
+        _publish_checkpoint(rt, checkpoints, published)
         hardened = result.model.eval()
         ctx.progress(0.8, "evaluating")
         ctx.check_cancelled()
@@ -136,6 +142,7 @@ def train(job_id: str) -> None:
         new_id = _register(rt, job, row, hardened, result, data)
         sections = [training_section(result.history), comparison_section(before, after)]
         _write_report(rt, job_id, req, before, after, sections, new_id, result)
+        rt.storage.publish(job_dir)
         ctx.succeed({
             "hardened_model_id": new_id,
             "best_epoch": result.best_epoch,
@@ -176,6 +183,19 @@ def _register(rt: Runtime, job: Any, row: Any, hardened: DiagnosticModel, result
             new_row = register_model_file(session, rt.storage, job.tenant_id, path, new_card,
                                           lineage=lineage)
             return str(new_row.id)
+
+
+def _publish_checkpoint(rt: Runtime, folder: Path, published: list[int]) -> None:
+    """Publish the checkpoint folder once per new commit marker (checked after each batch)."""
+    from workers.defenses.checkpoint import STATE_FILE
+
+    try:
+        stamp = (folder / STATE_FILE).stat().st_mtime_ns
+    except FileNotFoundError:
+        return
+    if stamp != published[0]:
+        rt.storage.publish(folder)
+        published[0] = (folder / STATE_FILE).stat().st_mtime_ns
 
 
 def _write_report(rt: Runtime, job_id: str, req: dict[str, Any], before: dict[str, Any],

@@ -14,7 +14,7 @@ from app.api.schemas.jobs import JobStatus
 from app.api.services.datasets import dataset_or_404
 from app.api.services.jobs import job_status
 from app.core.jobs import get_job
-from app.core.registry import get_model
+from app.core.registry import REMOTE, get_model
 from app.core.submit import submit_job
 from models.card import ModelCard
 from models.errors import ConflictError, NotFoundError
@@ -30,6 +30,9 @@ def post_defense(body: DefenseRequest, response: Response, session: SessionDep,
     from models.datasets import DatasetInfo, check_labels
 
     model = get_model(session, tenant.id, body.model_id)
+    if model.format == REMOTE:
+        raise ConflictError(f"model {model.id!r} is a remote model: defenses retrain weights, "
+                            "which an inference endpoint does not expose")
     card = ModelCard.model_validate(model.card)
     train = dataset_or_404(session, tenant.id, body.train_dataset_id)
     evaluation = dataset_or_404(session, tenant.id, body.eval_dataset_id)
@@ -50,7 +53,7 @@ def _report(session: Any, storage: Any, tenant_id: str, job_id: str, name: str) 
     job = get_job(session, tenant_id, job_id, kind="defense")
     if job.status != "succeeded":
         raise ConflictError(f"defense {job_id} has no report yet (status {job.status})")
-    path = storage.job_dir(job.id) / name
+    path = storage.pull(storage.job_dir(job.id) / name)
     if not path.exists():
         raise NotFoundError(f"{name} of defense {job_id} is missing")
     return path

@@ -38,8 +38,12 @@ def get_report_signature(audit_id: str, session: SessionDep, settings: SettingsD
     """Signs the SHA-256 of report.json, report.html, report.xml and every artifact; check it
     offline with ``robustdx audit verify report.json report.sig --key public.pem``."""
     job = finished_audit(session, tenant.id, audit_id)
-    data = signing.sign_audit(settings, job.id, storage.job_dir(job.id),
-                              storage.artifacts_dir(job.id))
+    job_dir, artifacts = storage.job_dir(job.id), storage.artifacts_dir(job.id)
+    for name in (*signing.SIGNED_REPORTS, "report.sig"):  # with an S3 store: the bucket's
+        storage.pull(job_dir / name)
+    storage.pull(artifacts)
+    data = signing.sign_audit(settings, job.id, job_dir, artifacts)
+    storage.publish(job_dir / "report.sig")
     return Response(data, media_type="application/json")
 
 

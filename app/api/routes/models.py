@@ -16,7 +16,8 @@ from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
-from app.api.deps import SessionDep, StorageDep, TenantDep, tenant_id_for
+from app.api.auth_cache import cached_authorized_model
+from app.api.deps import SessionDep, StorageDep, TenantDep, authorized_model, tenant_id_for
 from app.api.schemas.common import ERRORS, PageDep, responses
 from app.api.schemas.models import (
     CARD_EXAMPLE,
@@ -38,6 +39,7 @@ from app.api.services.predictions import (
     predict_uploads,
 )
 from app.api.startup import AppState
+from app.api.timing import stage
 from app.core.db import Database, ModelRow
 from app.core.registry import (
     check_name_free,
@@ -50,7 +52,6 @@ from app.core.registry import (
     sandbox_limits,
 )
 from app.core.storage import Storage
-from app.core.tenants import authenticate
 from models.errors import (
     ConflictError,
     ImageTooLargeError,
@@ -172,12 +173,7 @@ def _register(
         return row
 
 
-def _authorized_model(db: Database, authorization: str | None, model_id: str) -> ModelRow:
-    with db.session() as session:
-        tenant = authenticate(session, authorization)
-        row = get_model(session, tenant.id, model_id)
-        session.expunge(row)
-        return row
+_authorized_model = authorized_model
 
 
 @router.post(
@@ -268,6 +264,7 @@ def delete_one_model(
 ) -> Response:
     model_id = row.id
     delete_model(session, storage, row)
+    request.app.state.robustdx.authorized.forget_model(model_id)
     service = request.app.state.robustdx.extras.get("inference")
     if isinstance(service, InferenceService):
         service.evict(model_id)
@@ -361,27 +358,30 @@ async def _predict(
     smoothing: SmoothingRequest | None,
     fmt: str = "json",
 ) -> PredictResponse | PredictBatchResponse | Response:
-    row = await run_in_threadpool(_authorized_model, state.db, authorization, model_id)
+    with stage("auth"):
+        row = await cached_authorized_model(state.authorized, state.db, authorization,
+                                            model_id)
     # An empty bucket is refused before a byte of the body is read.
     predict_limiter(state).require(row.tenant_id)
     settings = state.settings
     limit = settings.max_image_bytes
     # Files go to disk as they arrive (never a request's 64 files held in memory); each is
     # read back when it is decoded, one at a time.
-    form = await read_form(
-        request,
-        files={
-            "file": FileField(max_bytes=limit, to_disk=True, too_large=_image_too_large),
-            "files": FileField(
-                max_bytes=limit,
-                max_count=settings.max_files_per_request,
-                to_disk=True,
-                too_large=_image_too_large,
-            ),
-        },
-        max_part_header_bytes=settings.max_part_header_bytes,
-        new_path=state.storage.new_upload_path,
-    )
+    with stage("read"):
+        form = await read_form(
+            request,
+            files={
+                "file": FileField(max_bytes=limit, to_disk=True, too_large=_image_too_large),
+                "files": FileField(
+                    max_bytes=limit,
+                    max_count=settings.max_files_per_request,
+                    to_disk=True,
+                    too_large=_image_too_large,
+                ),
+            },
+            max_part_header_bytes=settings.max_part_header_bytes,
+            new_path=state.storage.new_upload_path,
+        )
     try:
         single, several = form.file_list("file"), form.file_list("files")
         if single and several:
@@ -389,19 +389,20 @@ async def _predict(
         if not single and not several:
             raise InvalidInputError("no image: send the form field 'file' (or 'files')")
         charge(state, row.tenant_id, len(single or several), smoothing)
-        answer = await predict_uploads(
-            service,
-            state.storage,
-            row,
-            single or several,
-            single=bool(single),
-            limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
-            smoothing=smoothing,
-            chunk=settings.smoothing_chunk_size,
-            ticket=ticket,
-            disconnected=request.is_disconnected,
-            decoders=decode_limiter(state, row.tenant_id),
-        )
+        with stage("predict"):  # decode + queue wait + forward pass
+            answer = await predict_uploads(
+                service,
+                state.storage,
+                row,
+                single or several,
+                single=bool(single),
+                limits=ImageLimits(settings.max_image_bytes, settings.max_image_pixels),
+                smoothing=smoothing,
+                chunk=settings.smoothing_chunk_size,
+                ticket=ticket,
+                disconnected=request.is_disconnected,
+                decoders=decode_limiter(state, row.tenant_id),
+            )
         if fmt == "dicom-sr":
             from app.api.services.dicom_results import sr_response
 

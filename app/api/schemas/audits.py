@@ -108,6 +108,11 @@ class AuditOptions(BaseModel):
                          description="Images in the report's grid.")
     save_adversarial: bool = Field(default=True, strict=True,
                                    description="Adversarial PNG/DICOM artifacts.")
+    query_budget: int | None = Field(
+        default=None, ge=1, strict=True,
+        description="Remote models: images the audit may send in all.")
+    query_rate: float | None = Field(
+        default=None, gt=0, description="Remote models: images per second at most.")
 
 
 class AuditRequest(BaseModel):

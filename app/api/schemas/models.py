@@ -10,7 +10,7 @@ from app.api.schemas.common import UtcDatetime
 from app.core.db import ModelRow
 from models.card import ModelCard
 
-ModelFormatName = Literal["torch-export", "torchscript", "onnx", "safetensors", "pth"]
+ModelFormatName = Literal["torch-export", "torchscript", "onnx", "safetensors", "pth", "remote"]
 DownloadFormat = Literal["original", "safetensors", "torchscript"]
 
 CARD_EXAMPLE: dict[str, Any] = {

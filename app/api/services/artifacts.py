@@ -58,6 +58,9 @@ def audit_files(storage: Storage, job_id: str, reports: Iterable[str]) -> list[t
     """The job's reports (top level) and artifacts (under ``artifacts/``), regular files
     only: a link is never followed out of the job's folder."""
     job_dir, root = storage.job_dir(job_id), storage.artifacts_dir(job_id)
+    for name in reports:  # another machine's files, with an S3 store
+        storage.pull(job_dir / name)
+    storage.pull(root)
     files = [(name, job_dir / name) for name in reports]
     files += [(f"artifacts/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*"))]
     return [(name, path) for name, path in files if path.is_file() and not path.is_symlink()]

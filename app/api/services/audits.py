@@ -15,7 +15,8 @@ from app.core.catalogue import BASELINE_POLICY_KEYS, FLAG_POLICY_RULES, POLICY_R
 from app.core.db import Database, JobRow
 from app.core.jobs import get_job
 from app.core.limits import check_audit_budget, estimate_audit_cost
-from app.core.registry import get_model
+from app.core.registry import REMOTE, get_model
+from app.core.remote import check_remote_audit
 from app.core.settings import Settings
 from app.core.storage import Storage
 from app.core.submit import submit_job
@@ -52,6 +53,8 @@ def submit_audit(
     session: Session, db: Database, settings: Settings, tenant_id: str, body: AuditRequest
 ) -> JobRow:
     model = get_model(session, tenant_id, body.model_id)
+    if model.format == REMOTE:  # refused before anything else is looked up
+        check_remote_audit(body.model_dump(mode="json"), settings)
     dataset = dataset_or_404(session, tenant_id, body.dataset_id)
     from models.datasets import DatasetInfo, check_labels
 
@@ -61,6 +64,8 @@ def submit_audit(
     request = body.model_dump(mode="json")
     images = int(DatasetInfo.model_validate(dataset.info).count)
     check_audit_budget(estimate_audit_cost(request, images), settings.max_audit_cost)
+    if model.format == REMOTE:
+        request = check_remote_audit(request, settings)
     request["model_sha256"] = model.sha256
     request["dataset_sha256"] = dataset.sha256
     return submit_job(session, db, settings, tenant_id, "audit", request)
@@ -77,18 +82,16 @@ def finished_audit(session: Session, tenant_id: str, audit_id: str) -> JobRow:
 
 
 def report_path(storage: Storage, job: JobRow, kind: str) -> Path:
-    path = storage.job_dir(job.id) / REPORT_FILES[kind]
+    path = storage.pull(storage.job_dir(job.id) / REPORT_FILES[kind])
     if not path.exists():
         raise NotFoundError(f"report.{kind} of audit {job.id} is missing")
     return path
 
 
 def list_artifacts(storage: Storage, job: JobRow) -> list[dict[str, Any]]:
-    root = storage.artifacts_dir(job.id)
     return [
-        {"name": p.relative_to(root).as_posix(), "size_bytes": p.stat().st_size,
-         "url": f"/v1/audits/{job.id}/artifacts/{p.relative_to(root).as_posix()}"}
-        for p in sorted(root.rglob("*")) if p.is_file()
+        {"name": name, "size_bytes": size, "url": f"/v1/audits/{job.id}/artifacts/{name}"}
+        for name, size in storage.list_files(storage.artifacts_dir(job.id))
     ]
 
 
@@ -97,6 +100,9 @@ def artifact_path(storage: Storage, job: JobRow, name: str) -> Path:
     if not _SAFE_NAME.match(name) or ".." in name.split("/"):
         raise NotFoundError(f"artifact {name!r} not found")
     path = (root / name).resolve()
-    if root not in path.parents or not path.is_file():
+    if root not in path.parents:
+        raise NotFoundError(f"artifact {name!r} not found")
+    storage.pull(path)
+    if not path.is_file():
         raise NotFoundError(f"artifact {name!r} not found")
     return path

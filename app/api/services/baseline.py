@@ -48,8 +48,8 @@ def comparison_table(session: Session, storage: Storage, tenant_id: str, candida
     policy = candidate.request.get("policy") or {}
     rules = check_rules(policy["max_regression"]) \
         if policy.get("baseline") == baseline_id and policy.get("max_regression") else None
-    rows = compare(load_outcomes(storage.job_dir(candidate_id) / PER_IMAGE_FILE),
-                   load_outcomes(storage.job_dir(baseline_id) / PER_IMAGE_FILE), rules,
+    files = [storage.pull(storage.job_dir(i) / PER_IMAGE_FILE) for i in (candidate_id, baseline_id)]
+    rows = compare(load_outcomes(files[0]), load_outcomes(files[1]), rules,
                    seed=int(candidate.request.get("seed", 0)))
     return {"candidate": candidate_id, "baseline": baseline_id,
             "decision": "a max_regression rule passes only when the upper end of the 95% "

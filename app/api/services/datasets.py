@@ -120,6 +120,7 @@ def import_files(storage: Storage, settings: Settings, archive: Path,
     except BaseException:
         shutil.rmtree(dest, ignore_errors=True)
         raise
+    storage.publish(dest)
     return dataset_id, info
 
 
@@ -164,4 +165,4 @@ def delete_dataset(session: Session, storage: Storage, row: DatasetRow) -> None:
         )
     session.delete(row)
     session.flush()
-    shutil.rmtree(storage.dataset_dir(row.id), ignore_errors=True)
+    storage.remove(storage.path("datasets", row.id))

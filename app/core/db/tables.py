@@ -65,6 +65,10 @@ class ModelRow(Base):
     # batch size (torch.export), dry-run timing and device.
     info: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # Remote models (format "remote"): the endpoint (url, model, version, outputs, tensor
+    # names) and its bearer token, which no response ever carries.
+    remote: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    remote_token: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
