@@ -1,7 +1,7 @@
 """Remote models: the endpoint of a model served elsewhere, and its bearer token.
 
-Revision ID: 0004
-Revises: 0001
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-01
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0001"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
