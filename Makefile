@@ -81,6 +81,8 @@ bench: $(STAMP)
 	$(BIN)/python bench/audits.py
 	$(BIN)/python bench/defenses.py
 	$(BIN)/python bench/perturbations.py
+	$(BIN)/python bench/dicom.py
+	$(BIN)/python bench/readme_audit.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

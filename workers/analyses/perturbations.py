@@ -108,7 +108,7 @@ class PerturbationsAnalysis(Analysis):
         example_rows = np.nonzero(np.asarray(ctx.indices) == params.example_index)[0]
         example_row = int(example_rows[0]) if example_rows.size else None
         strips: list[torch.Tensor] = []
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: see AuditEngine._grid
             out["clean_probs"] = _probabilities(model, x)
             for p in params.corruptions(channels):
                 strip = [x[example_row]] if example_row is not None else []

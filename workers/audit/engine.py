@@ -285,7 +285,9 @@ class AuditEngine:
         if keep.size == 0:
             return {}
         sel = torch.as_tensor(keep, device=x.device)
-        with torch.inference_mode():
+        # no_grad, not inference_mode: a TorchScript model that ran with gradients (the
+        # attacks) has a differentiable plan cached, which refuses inference tensors.
+        with torch.no_grad():
             out = {
                 f"{GRID_PREFIX}index": idx[keep],
                 f"{GRID_PREFIX}clean": to_uint8(x[sel]),
