@@ -8,9 +8,9 @@ from pathlib import Path
 
 import torch
 
+from models.architectures import build_architecture
 from models.card import ModelCard
 from models.loading import load_model
-from models.architectures import build_architecture
 from tests.models.model_files import card_dict, write_torchscript
 from workers.audit import run_audit
 
