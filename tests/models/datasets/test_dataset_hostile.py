@@ -300,3 +300,14 @@ def test_errors_never_name_server_paths(tmp_path: Path, make_zip: ZipMaker) -> N
     npz = make_zip({"x.npz": b"PK\x03\x04 not really an npz"})
     err = _refused(npz, "medmnist-npz", tmp_path / "store" / "ds")
     assert str(tmp_path) not in err.message
+
+
+def test_a_row_wider_than_the_header_is_named_not_shifted() -> None:
+    from models.datasets.labels_csv import parse_label_csv
+
+    with pytest.raises(InvalidDatasetError, match="1 rows have more cells than the header") as e:
+        parse_label_csv(b"file,label\n1.png,benign,extra\n2.png,malignant\n", "labels.csv")
+    assert e.value.details["lines"] == ["2"]
+    # Trailing empty cells (a spreadsheet's habit) are not a shift.
+    parsed = parse_label_csv(b"file,label\n1.png,benign,,\n2.png,malignant\n", "labels.csv")
+    assert [r.file for r in parsed.rows] == ["1.png", "2.png"]
