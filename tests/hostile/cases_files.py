@@ -22,7 +22,6 @@ from tests.models.model_files import (
 )
 
 
-
 def _image(name: str, make: Callable[[], bytes]) -> Any:
     """A predict of one image, made when the case runs (not when tests are collected)."""
     return lambda t: predict(t, (name, make()))

@@ -6,8 +6,6 @@ from typing import Any
 
 from tests.hostile.corpus import Case, Request, Target, attack, audit
 
-BOUNDS = "fixed by attack parameter bounds at submission (engine catalogue)"
-
 
 def _audit(**body: Any) -> Any:
     return lambda t: audit(t, **body)
@@ -76,13 +74,12 @@ CASES = [
          (422, 422)),
     Case("steps-a-billion", "job bodies", _attack("pgd", eps=0.01, steps=10**9), (422, 422)),
     Case("restarts-a-thousand", "job bodies", _attack("apgd", eps=0.01, restarts=1000),
-         (422, 422), xfail=BOUNDS),
+         (422, 422)),
     Case("queries-a-billion", "job bodies", _attack("square", eps=0.01, n_queries=10**9),
-         (422, 422), xfail=BOUNDS),
+         (422, 422)),
     Case("200-eps-values", "job bodies", _attack("pgd", eps=[i / 1000 for i in range(200)]),
-         (422, 422), xfail=BOUNDS),
-    Case("misspelt-attack-parameter", "job bodies", _attack("fgsm", epsilon=0.01), (422, 422),
-         xfail=BOUNDS),
+         (422, 422)),
+    Case("misspelt-attack-parameter", "job bodies", _attack("fgsm", epsilon=0.01), (422, 422)),
     Case("defense-epochs-zero", "job bodies", lambda t: defense(t, params={"epochs": 0}),
-         (422, 422), xfail="fixed by defense parameter bounds at submission"),
+         (422, 422)),
 ]
