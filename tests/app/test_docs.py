@@ -81,4 +81,7 @@ def test_bearer_auth_is_a_security_scheme(http_client: TestClient) -> None:
         assert "authorization" not in names
     public = {k for k, op in ops.items() if "security" not in op}
     assert public == {("/health/live", "get"), ("/health/ready", "get"),
-                      ("/v1/schemas/report", "get"), ("/v1/signing-key", "get")}
+                      ("/v1/schemas/report", "get"), ("/v1/signing-key", "get"),
+                      # The Open Inference Protocol's server health and metadata are public
+                      # as in KServe and Triton; its model routes take the tenant's key.
+                      ("/v2", "get"), ("/v2/health/live", "get"), ("/v2/health/ready", "get")}

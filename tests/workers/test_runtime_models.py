@@ -22,7 +22,9 @@ from workers.runtime import KEEP_MODELS, Runtime, loaded_model
 def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     monkeypatch.setattr(worker_runtime, "_LOADED", type(worker_runtime._LOADED)())
     settings = Settings(data_dir=tmp_path, environment="test")
-    return Runtime(settings=settings, db=get_database(f"sqlite:///{tmp_path / 'r.db'}"),
+    db = get_database(f"sqlite:///{tmp_path / 'r.db'}")
+    db.upgrade()
+    return Runtime(settings=settings, db=db,
                    storage=Storage(tmp_path), device=torch.device("cpu"))
 
 

@@ -19,7 +19,7 @@ from workers.jobs import CANCELLING, JobContext, JobTimeLimitError, ShardLease, 
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.create_all()
+    database.upgrade()
     return database
 
 
