@@ -45,8 +45,8 @@ MAX_KEY_LENGTH = 255
 MAX_STORED_BODY = 1 << 20
 #: The POST routes that create something (a resource or a job).
 CREATING_PATHS = re.compile(
-    r"^/v1/(models|datasets|dicom/datasets|dicom/aes|dicom/rules|audits|defenses|tenants|"
-    r"webhooks)/?$"
+    r"^/v1/(models|remote-models|datasets|dicom/datasets|dicom/aes|dicom/rules|audits|"
+    r"defenses|tenants|webhooks)/?$"
 )
 _KEY_CHARS = re.compile(r"^[\x21-\x7e]+$")
 _KEPT_HEADERS = ("location", "content-type")

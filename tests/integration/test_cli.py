@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
-import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -225,15 +225,11 @@ def test_status_list_cancel_download_and_a_cancelled_wait_exits_2(
         env={**{k: v for k, v in os.environ.items() if not k.startswith("ROBUSTDX_")},
              "ROBUSTDX_URL": live.url, "ROBUSTDX_API_KEY": key, "PYTHONPATH": str(ROOT)},
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    audit_id = None
-    deadline = time.monotonic() + 60
-    while audit_id is None and time.monotonic() < deadline:
-        audits = _json(robustdx(live, key, "audit", "list", "--json"))
-        assert isinstance(audits, list)
-        busy = [a for a in audits if a["status"] in ("queued", "running")]
-        audit_id = busy[0]["id"] if busy else None
-        time.sleep(0.5)
-    assert audit_id is not None
+    assert waiting.stderr is not None
+    first = waiting.stderr.readline()  # "audit <id> submitted", before any progress
+    match = re.match(r"audit ([0-9a-f]{32}) submitted", first)
+    assert match is not None, first
+    audit_id = match.group(1)
     status = _json(robustdx(live, key, "audit", "status", audit_id, "--json"))
     assert isinstance(status, dict)
     assert status["id"] == audit_id

@@ -58,7 +58,7 @@ def test_audit_of_a_triton_served_model(remote_service: Service, triton: TritonS
     svc = remote_service
     key = svc.create_tenant()
     with svc.client(key) as c:
-        r = c.post("/v1/models/remote", json={"url": triton.url, "model": triton.name,
+        r = c.post("/v1/remote-models", json={"url": triton.url, "model": triton.name,
                                                "card": tiny_derm.card})
         assert r.status_code == 201, r.text
         model_id = r.json()["id"]

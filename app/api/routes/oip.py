@@ -69,9 +69,10 @@ def ready(request: Request) -> JSONResponse:
 
 def _model(request: Request, authorization: str | None, model_id: str,
            version: str | None) -> ModelRow:
+    row = authorized_model(_state(request).db, authorization, model_id)  # 401 first
     if version is not None and version != VERSION:
         raise NotFoundError(f"model {model_id!r} has no version {version!r}")
-    return authorized_model(_state(request).db, authorization, model_id)
+    return row
 
 
 @router.get("/models/{model_id}", response_model=ModelMetadata, responses=_RESPONSES,
@@ -131,10 +132,10 @@ async def infer(
     ticket = service.expect(model_id)  # first, so a forming batch waits for this request
     try:
         with stage("auth"):
-            if version is not None and version != VERSION:
-                raise NotFoundError(f"model {model_id!r} has no version {version!r}")
             row = await cached_authorized_model(state.authorized, state.db, authorization,
                                                 model_id)
+            if version is not None and version != VERSION:
+                raise NotFoundError(f"model {model_id!r} has no version {version!r}")
         settings = state.settings
         with stage("read"):
             body = await _read_body(request, settings.oip_max_request_bytes)

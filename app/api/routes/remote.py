@@ -11,11 +11,11 @@ from app.api.schemas.models import ModelPublic
 from app.api.schemas.remote import RemoteModelCreate
 from app.core.remote import register_remote_model
 
-router = APIRouter(prefix="/v1/models", tags=["models"], responses=ERRORS)
+router = APIRouter(prefix="/v1/remote-models", tags=["models"], responses=ERRORS)
 
 
 @router.post(
-    "/remote", status_code=status.HTTP_201_CREATED, response_model=ModelPublic,
+    "", status_code=status.HTTP_201_CREATED, response_model=ModelPublic,
     summary="Register a remote model (an OIP v2 endpoint and a card)",
     description="The URL must be http(s), on the remote-model allow-list, and (unless "
     "allowed) resolve to public addresses only. The endpoint's metadata must match the "

@@ -34,7 +34,7 @@ class Site:
     def register(self, **body: Any) -> httpx.Response:
         payload = {"url": self.url, "model": self.local_id, "card": card_dict(name="remote"),
                    "bearer_token": self.key} | body
-        return httpx.post(f"{self.url}/v1/models/remote", json=payload, headers=self.auth,
+        return httpx.post(f"{self.url}/v1/remote-models", json=payload, headers=self.auth,
                           timeout=30)
 
 
@@ -101,7 +101,7 @@ def test_private_addresses_need_the_setting(tmp_path: Path) -> None:
     with live_api(settings) as url:
         key = httpx.post(f"{url}/v1/tenants", json={"name": "t"},
                          headers={"Authorization": f"Bearer {DEV_ADMIN_KEY}"}).json()["api_key"]
-        r = httpx.post(f"{url}/v1/models/remote", headers={"Authorization": f"Bearer {key}"},
+        r = httpx.post(f"{url}/v1/remote-models", headers={"Authorization": f"Bearer {key}"},
                        json={"url": url, "model": "m", "card": card_dict()})
     assert r.status_code == 422
     assert "non-public address" in r.json()["error"]["message"]
