@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
+from models.imaging.encode import quantize
+
 F32 = np.float32
 
 
@@ -136,8 +138,8 @@ def segments(
 
 
 def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Float images in [0, 1] to uint8 with rounding."""
-    return np.clip(np.rint(images * 255.0), 0, 255).astype(np.uint8)
+    """Float images in [0, 1] to uint8 with rounding (:func:`models.imaging.quantize`)."""
+    return quantize(images)
 
 
 def counts_to_active(counts: np.ndarray, k: int) -> np.ndarray:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from models.imaging import quantize
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Images (or maps) in ``[0, 1]`` as uint8 ``[0, 255]`` on the CPU, any shape."""
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+#: Images (or maps) in ``[0, 1]`` as uint8 ``[0, 255]`` on the CPU, any shape: the one
+#: 8-bit quantization of the project (:func:`models.imaging.quantize`).
+to_uint8 = quantize
 
 
 def thumbnail(x: torch.Tensor, side: int) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor
 
 from models.errors import JobCancelledError
+from models.imaging import quantize
 
 Norm = Literal["linf", "l2"]
 #: Polled inside attack loops; ``True`` stops the attack (see :func:`check_stop`).
@@ -180,7 +181,7 @@ def quantize_8bit(
 def to_uint8(x: Tensor) -> np.ndarray:
     """Images in ``[0, 1]`` (any shape, e.g. ``[N, C, H, W]``) as uint8 grey levels
     ``round(255 * x)`` on the CPU, same shape (values outside ``[0, 1]`` clipped)."""
-    return (x.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
+    return quantize(x)
 
 
 def _step_rows(steps: int | Tensor, x: Tensor) -> tuple[int, Tensor | None]:

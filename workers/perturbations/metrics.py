@@ -31,6 +31,7 @@ import torch
 from models.card import Head
 from models.heads import predict, probabilities
 from workers.analyses import metrics as shared
+from workers.analyses.stats import nanmean
 from workers.perturbations.base import SequenceRule
 
 #: The metrics :func:`classification_metrics` returns for every task.
@@ -212,7 +213,7 @@ def classification_metrics(
     out = {
         "accuracy": shared.accuracy(pred, labels, task),
         "balanced_accuracy": shared.balanced_accuracy(pred, labels, task, probs.shape[1]),
-        "auroc": _nanmean(shared.per_label_auroc(probs, labels, task)),
+        "auroc": nanmean(shared.per_label_auroc(probs, labels, task)),
     }
     if task == "multi-label":
         out["finding_accuracy"] = float((pred == np.asarray(labels).astype(pred.dtype)).mean())
@@ -230,11 +231,6 @@ def changed_share(
     a = shared.predictions(clean_probs, task, thresholds)
     b = shared.predictions(probs, task, thresholds)
     return float(shared.changed(a, b, task).mean())
-
-
-def _nanmean(values: Sequence[float | None] | np.ndarray) -> float:
-    kept = [float(v) for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(kept)) if kept else float("nan")
 
 
 def relative_drop(clean: float, value: float) -> float:
@@ -263,15 +259,15 @@ def corruption_summary(
     for name, values in by_perturbation.items():
         v = [float(x) for x in values]
         per[name] = {
-            "mean": _nanmean(v),
-            "corruption_error": _nanmean([1.0 - x for x in v]),
-            "relative_corruption_error": _nanmean([clean - x for x in v]),
-            "mean_relative_drop": _nanmean([relative_drop(clean, x) for x in v]),
+            "mean": nanmean(v),
+            "corruption_error": nanmean([1.0 - x for x in v]),
+            "relative_corruption_error": nanmean([clean - x for x in v]),
+            "mean_relative_drop": nanmean([relative_drop(clean, x) for x in v]),
         }
     return {
         "per_perturbation": per,
-        "mean_metric": _nanmean([p["mean"] for p in per.values()]),
-        "mCE": _nanmean([p["corruption_error"] for p in per.values()]),
-        "relative_mCE": _nanmean([p["relative_corruption_error"] for p in per.values()]),
-        "mean_relative_drop": _nanmean([p["mean_relative_drop"] for p in per.values()]),
+        "mean_metric": nanmean([p["mean"] for p in per.values()]),
+        "mCE": nanmean([p["corruption_error"] for p in per.values()]),
+        "relative_mCE": nanmean([p["relative_corruption_error"] for p in per.values()]),
+        "mean_relative_drop": nanmean([p["mean_relative_drop"] for p in per.values()]),
     }
