@@ -26,9 +26,11 @@ def test_sigterm_fails_inflight_smoothing_with_503_and_exits(tmp_path: Path) -> 
         broker_url="redis://127.0.0.1:1/0",  # never used: no jobs here
         extra_env={
             "ROBUSTDX_RUN_DISPATCHER": "false",
-            "ROBUSTDX_MAX_SMOOTHING_SAMPLES": "60000",
-            "ROBUSTDX_PREDICT_BURST": "100000",
-            "ROBUSTDX_SMOOTHING_CHUNK_SIZE": "16",
+            "ROBUSTDX_MAX_SMOOTHING_SAMPLES": "700000",
+            "ROBUSTDX_PREDICT_BURST": "1000000",
+            # One noisy copy per lane turn: 640,000 turns, minutes of work however fast
+            # the machine, so the request is surely in flight when the signal comes.
+            "ROBUSTDX_SMOOTHING_CHUNK_SIZE": "1",
         },
     )
     svc.data_dir.mkdir()
@@ -44,7 +46,7 @@ def test_sigterm_fails_inflight_smoothing_with_503_and_exits(tmp_path: Path) -> 
         answer: dict[str, httpx.Response | Exception] = {}
 
         def smooth() -> None:
-            files = [("files", (f"{i}.png", png_bytes(i))) for i in range(6)]
+            files = [("files", (f"{i}.png", png_bytes(i))) for i in range(64)]
             try:
                 with svc.client(key) as c:
                     answer["r"] = c.post(
@@ -56,7 +58,7 @@ def test_sigterm_fails_inflight_smoothing_with_503_and_exits(tmp_path: Path) -> 
 
         worker = threading.Thread(target=smooth)
         worker.start()
-        # Sequencing only (60,000 noisy copies in chunks of 16 take far longer than this).
+        # Sequencing only (640,000 noisy copies one at a time take far longer than this).
         time.sleep(2.0)
         assert svc.api is not None
         svc.api.send_signal(signal.SIGTERM)
