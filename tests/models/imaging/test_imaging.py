@@ -4,8 +4,6 @@ the bad inputs every upload path must refuse, model-input conversion and DICOM w
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -25,6 +23,7 @@ from models.imaging import (
     to_uint8,
     write_dicom_like,
 )
+from tests.app.models_fixtures import png_header_only
 
 LIMITS = {"max_bytes": 8 * 1024**2, "max_pixels": 4 * 1024**2}
 
@@ -160,20 +159,8 @@ def test_truncated_jpeg_is_refused() -> None:
         _decode(jpg[: len(jpg) // 2], "cut.jpg")
 
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header declares ``width x height``; the pixel data is a token."""
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        crc = zlib.crc32(kind + body) & 0xFFFFFFFF
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    idat = zlib.compress(b"\x00" * 64)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
-
-
 def test_20000_square_png_is_refused_before_decoding() -> None:
-    bomb = _png_header_only(20000, 20000)
+    bomb = png_header_only(20000, 20000)
     assert len(bomb) < 200  # nothing to decode: only the header speaks
     with pytest.raises(ImageTooLargeError, match="pixels"):
         _decode(bomb, "bomb.png", max_pixels=64 * 1024**2)
