@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from app.core.db import Database, JobRow, ShardRow
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.jobs import create_job, get_job, list_jobs, request_cancel
 from app.core.tenants import authenticate, create_tenant, hash_key
 from models.errors import AuthenticationError, ConflictError, NotFoundError
@@ -17,7 +18,7 @@ from workers.jobs import JobContext, ShardLease
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.upgrade()
+    upgrade_schema(database)
     return database
 
 

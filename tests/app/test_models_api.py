@@ -12,6 +12,7 @@ import pytest
 import torch
 from fastapi.testclient import TestClient
 
+from app.core.db.migrate import upgrade as upgrade_schema
 from models.loading import sha256_file
 from tests.app.models_fixtures import (
     MAX_MODEL_BYTES,
@@ -375,7 +376,7 @@ def test_zoo_registration_is_idempotent_by_sha256(
     )
     monkeypatch.setattr(models.zoo, "list_zoo", lambda: [broken, good])
     db = get_database(f"sqlite:///{tmp_path / 'zoo.db'}")
-    db.upgrade()
+    upgrade_schema(db)
     storage = Storage(tmp_path / "store")
     with db.session() as session:
         tenant_id = create_tenant(session, "dev")[0].id

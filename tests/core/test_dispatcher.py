@@ -16,6 +16,7 @@ from sqlalchemy import update
 
 from app.core import jobs as jobs_module
 from app.core.db import Database, DispatcherLease, JobRow
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.dispatcher import LEASE_NAME, Dispatcher, sweep
 from app.core.jobs import create_job, dispatch
 from app.core.lease import current_holder, release, try_acquire
@@ -46,14 +47,14 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
     fresh PostgreSQL database."""
     if request.param == "sqlite":
         database = Database(f"sqlite:///{tmp_path / 'robustdx.db'}")
-        database.upgrade()
+        upgrade_schema(database)
         yield database
         return
     url = postgres_url()
     if url is None:
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
     database = Database(url)
-    database.upgrade()
+    upgrade_schema(database)
     try:
         yield database
     finally:

@@ -11,6 +11,7 @@ import pytest
 
 from app.core.catalogue import ANALYSIS_NAMES
 from app.core.db import Database
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.jobs import create_job
 from app.core.limits import (
     ANALYSIS_PASSES,
@@ -140,7 +141,7 @@ def test_rate_limiter_is_per_tenant_and_says_when_to_retry() -> None:
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.upgrade()
+    upgrade_schema(database)
     return database
 
 

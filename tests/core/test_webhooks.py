@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 
 from app.core import webhooks
 from app.core.db import Database, JobRow, Tenant
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.db.tables import WebhookDelivery
 from app.core.settings import Settings
 from models.errors import AuthenticationError, InvalidParametersError
@@ -73,7 +74,7 @@ def _ended_job(db: Database, status: str) -> tuple[str, str]:
 
 def test_each_job_end_is_announced_once_per_endpoint(database_url: str) -> None:
     db = Database(database_url)
-    db.upgrade()
+    upgrade_schema(db)
     settings = _settings(webhook_allowed_hosts=["127.0.0.1"], webhook_allow_private_networks=True)
     tenant_id, job_id = _ended_job(db, "succeeded")
     with db.session() as session:
@@ -97,7 +98,7 @@ def test_each_job_end_is_announced_once_per_endpoint(database_url: str) -> None:
 
 def test_failed_attempts_back_off_then_give_up(database_url: str) -> None:
     db = Database(database_url)
-    db.upgrade()
+    upgrade_schema(db)
     settings = _settings(webhook_allowed_hosts=["127.0.0.1"], webhook_allow_private_networks=True,
                          webhook_backoff_seconds=2.0, webhook_max_attempts=3)
     tenant_id, _ = _ended_job(db, "failed")

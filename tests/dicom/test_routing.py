@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from app.core.db import Database, JobRow, ModelRow, Tenant
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.db.tables import DicomRuleRow
 from app.core.dicom import routing
 from app.core.dicom.routing import Received, schedule
@@ -35,7 +36,7 @@ def handed(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 def _db(tmp_path: Path) -> tuple[Database, str, str]:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
-    db.upgrade()
+    upgrade_schema(db)
     with db.session() as s:
         tenant = Tenant(name="t")
         s.add(tenant)

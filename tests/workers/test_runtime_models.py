@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from app.core.db import ModelRow, Tenant, get_database
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.registry import register_model_file
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -23,7 +24,7 @@ def rt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Runtime:
     monkeypatch.setattr(worker_runtime, "_LOADED", type(worker_runtime._LOADED)())
     settings = Settings(data_dir=tmp_path, environment="test")
     db = get_database(f"sqlite:///{tmp_path / 'r.db'}")
-    db.upgrade()
+    upgrade_schema(db)
     return Runtime(settings=settings, db=db,
                    storage=Storage(tmp_path), device=torch.device("cpu"))
 

@@ -4,7 +4,8 @@ Used by the API and, for job state, by the workers (the database is the source o
 Nothing here imports FastAPI.
 """
 
-from app.core.db.session import Database, get_database, open_database
+from app.core.db.migrate import open_database
+from app.core.db.session import Database, get_database
 from app.core.db.tables import (
     ApiKey,
     Base,

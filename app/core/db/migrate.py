@@ -24,7 +24,8 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
 
-from app.core.db.session import Database
+from app.core.db.session import Database, get_database
+from app.core.settings import Settings
 
 BASELINE = "0001"
 UPGRADE_COMMAND = "robustdx db upgrade"
@@ -110,3 +111,15 @@ def ensure_schema(db: Database, auto_upgrade: bool) -> None:
         upgrade(db)
     else:
         check(db)
+
+
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings`` at the code's schema revision, at process start.
+
+    The embedded SQLite of ``make run`` (no ``database_url``) is upgraded in place; any other
+    database must be upgraded by an operator (``robustdx db upgrade``) and is refused while
+    behind, unless ``ROBUSTDX_AUTO_UPGRADE_DATABASE=true``.
+    """
+    db = get_database(settings.resolved_database_url)
+    ensure_schema(db, settings.upgrades_database_itself)
+    return db

@@ -11,8 +11,6 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.core.settings import Settings
-
 
 def normalise_url(url: str) -> str:
     # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
@@ -38,12 +36,6 @@ class Database:
         else:
             self.engine = create_engine(self.url, pool_pre_ping=True, pool_size=10)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-
-    def upgrade(self) -> None:
-        """Bring the schema to the code's revision (Alembic; see :mod:`app.core.db.migrate`)."""
-        from app.core.db.migrate import upgrade
-
-        upgrade(self)
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -76,19 +68,6 @@ def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
 
 @lru_cache(maxsize=8)
 def get_database(url: str) -> Database:
-    """The process's :class:`Database` for ``url``; it runs no DDL (see :func:`open_database`)."""
+    """The process's :class:`Database` for ``url``; it runs no DDL (see
+    :func:`app.core.db.migrate.open_database`)."""
     return Database(url)
-
-
-def open_database(settings: Settings) -> Database:
-    """The database of ``settings`` at the code's schema revision, at process start.
-
-    The embedded SQLite of ``make run`` (no ``database_url``) is upgraded in place; any other
-    database must be upgraded by an operator (``robustdx db upgrade``) and is refused while
-    behind, unless ``ROBUSTDX_AUTO_UPGRADE_DATABASE=true``.
-    """
-    from app.core.db.migrate import ensure_schema
-
-    db = get_database(settings.resolved_database_url)
-    ensure_schema(db, settings.upgrades_database_itself)
-    return db

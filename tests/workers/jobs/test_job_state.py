@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select, update
 
 from app.core.db import Database, JobRow, ShardRow
+from app.core.db.migrate import upgrade as upgrade_schema
 from app.core.jobs import create_job
 from app.core.tenants import create_tenant
 from models.errors import InvalidInputError
@@ -19,7 +20,7 @@ from workers.jobs import CANCELLING, JobContext, JobTimeLimitError, ShardLease, 
 @pytest.fixture
 def db(database_url: str) -> Database:
     database = Database(database_url)
-    database.upgrade()
+    upgrade_schema(database)
     return database
 
 
