@@ -16,19 +16,16 @@ submission (422) and again by the worker. Queries are counted and bounded per au
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
-import ipaddress
 import json
-import socket
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import torch
 from sqlalchemy.orm import Session
 
 from app.core.db import ModelRow
+from app.core.outbound import OutboundRule, check_outbound_url
 from app.core.settings import Settings, get_settings
 from models.card import ModelCard
 from models.errors import InvalidParametersError, RemoteModelError
@@ -43,46 +40,16 @@ REMOTE_ANALYSES = ("quantitative", "clinical", "label_correlation", "perturbatio
 
 
 def check_remote_url(url: str, settings: Settings, *, resolve: bool = True) -> str:
-    """The URL without a trailing slash, or :class:`InvalidParametersError` saying why not.
-
-    ``resolve`` also looks the host up and refuses non-public addresses (unless allowed):
-    an allow-listed name must not lead into the hospital network.
-    """
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
-        raise InvalidParametersError("a remote model's URL must be http:// or https://")
-    if parts.username or parts.password:
-        raise InvalidParametersError("a remote model's URL must not carry credentials")
-    if parts.query or parts.fragment:
-        raise InvalidParametersError("a remote model's URL must not have a query or fragment")
-    host = (parts.hostname or "").lower()
-    if not host:
-        raise InvalidParametersError("a remote model's URL names no host")
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise InvalidParametersError("a remote model's URL has an invalid port") from exc
-    patterns = [p.lower() for p in settings.remote_allowed_hosts]
-    if not any(fnmatch.fnmatchcase(host, p) for p in patterns):
-        raise InvalidParametersError(
-            f"host {host!r} is not on the remote-model allow-list "
-            "(ROBUSTDX_REMOTE_ALLOWED_HOSTS)", {"host": host})
-    if resolve and not settings.remote_allow_private_networks:
-        for address in _addresses(host, port):
-            if not address.is_global or address.is_multicast:
-                raise InvalidParametersError(
-                    f"host {host!r} resolves to a non-public address; remote models on "
-                    "private networks need ROBUSTDX_REMOTE_ALLOW_PRIVATE_NETWORKS",
-                    {"host": host})
+    """The URL without a trailing slash, or :class:`InvalidParametersError` saying why not
+    (:mod:`app.core.outbound`: an allow-listed name must not lead into the hospital
+    network)."""
+    rule = OutboundRule(
+        kind="remote model", allowed_hosts=settings.remote_allowed_hosts,
+        allow_private=settings.remote_allow_private_networks,
+        hosts_setting="ROBUSTDX_REMOTE_ALLOWED_HOSTS",
+        private_setting="ROBUSTDX_REMOTE_ALLOW_PRIVATE_NETWORKS", allow_query=False)
+    check_outbound_url(url, rule, resolve=resolve)
     return url.rstrip("/")
-
-
-def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise InvalidParametersError(f"host {host!r} does not resolve") from exc
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 def _client(remote: dict[str, Any], token: str | None, settings: Settings) -> OipClient:

@@ -24,16 +24,12 @@ registration and again before each attempt (DNS can change). Redirects are not f
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import hmac
-import ipaddress
 import json
 import secrets
-import socket
 import time
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlsplit
 
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -44,6 +40,7 @@ from app.core.db.tables import JobEvent, WebhookDelivery, WebhookRow
 
 __all__ = ["EVENTS", "WebhookDelivery", "WebhookRow", "check_target", "sign",
            "verify_signature"]
+from app.core.outbound import OutboundRule, check_outbound_url
 from app.core.settings import Settings
 from models.errors import AuthenticationError, InvalidParametersError, NotFoundError
 
@@ -60,33 +57,13 @@ CLAIM_SECONDS = 60.0
 
 def check_target(url: str, settings: Settings, *, resolve: bool = True) -> str:
     """``url`` if the service may call it; else :class:`InvalidParametersError` (422)."""
-    if len(url) > 2048:
-        raise InvalidParametersError("webhook url: at most 2048 characters")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidParametersError("webhook url: must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise InvalidParametersError("webhook url: credentials in the URL are not allowed")
-    host = parts.hostname.lower()
-    if not any(fnmatch.fnmatchcase(host, pattern.lower())
-               for pattern in settings.webhook_allowed_hosts):
-        raise InvalidParametersError(
-            f"webhook url: host {host!r} is not in the service's allowed webhook hosts")
-    if resolve and not settings.webhook_allow_private_networks:
-        for address in _addresses(host, parts.port or (443 if parts.scheme == "https" else 80)):
-            if not address.is_global:
-                raise InvalidParametersError(
-                    f"webhook url: host {host!r} resolves to a non-public address, which this "
-                    "service does not call")
+    rule = OutboundRule(
+        kind="webhook", allowed_hosts=settings.webhook_allowed_hosts,
+        allow_private=settings.webhook_allow_private_networks,
+        hosts_setting="ROBUSTDX_WEBHOOK_ALLOWED_HOSTS",
+        private_setting="ROBUSTDX_WEBHOOK_ALLOW_PRIVATE_NETWORKS")
+    check_outbound_url(url, rule, resolve=resolve)
     return url
-
-
-def _addresses(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise InvalidParametersError(f"webhook url: host {host!r} does not resolve") from exc
-    return [ipaddress.ip_address(info[4][0]) for info in infos]
 
 
 # ----------------------------------------------------------------------------- endpoints

@@ -125,4 +125,4 @@ def test_a_signed_webhook_arrives_after_the_receiver_comes_back(
         refused = c.post("/v1/webhooks", json={"url": "http://10.0.0.8/x",
                                                "events": ["job.failed"]})
     assert refused.status_code == 422
-    assert "not in the service's allowed webhook hosts" in refused.json()["error"]["message"]
+    assert "not on the webhook allow-list" in refused.json()["error"]["message"]

@@ -82,7 +82,7 @@ def test_a_remote_model_answers_what_the_served_model_answers(site: Site) -> Non
 
 
 @pytest.mark.parametrize(("body", "message"), [
-    ({"url": "http://localhost:1"}, "not on the remote-model allow-list"),
+    ({"url": "http://localhost:1"}, "not on the remote model allow-list"),
     ({"url": "gopher://127.0.0.1"}, "must be http:// or https://"),
     ({"model": "../../v1/tenants"}, "String should match pattern"),
     ({"bearer_token": "wrong"}, "the remote model answered 401"),
