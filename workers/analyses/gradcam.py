@@ -140,14 +140,6 @@ class GradCAMAnalysis(Analysis):
         return parse_params(GradCAMParams, params, self.name)
 
     def not_applicable(self, model: DiagnosticModel) -> str | None:
-        if isinstance(model.net, torch.jit.ScriptModule):
-            # Measured on the zoo chest model traced to TorchScript: the activation read
-            # through the inlined graph does not carry the logits' gradient, so 168 of 200
-            # clean maps and every adversarial map came out all-zero (the eager model: 0).
-            # Saying so beats reporting empty maps as an attention shift.
-            return ("Grad-CAM is not available for TorchScript models yet: gradients do "
-                    "not reach the inlined activations; upload safetensors weights or a "
-                    "torch.export program for this analysis")
         try:
             choose_layer(model)
         except LayerAccessError as exc:

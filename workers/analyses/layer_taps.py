@@ -1,12 +1,12 @@
 """Reading the activations of a network at tap points, whatever kind of network it is.
 
 See :mod:`workers.analyses.layers` for how the points are found. Eager networks are read
-with forward hooks, TorchScript networks through a copy of their forward graph that returns
-the tapped values as extra outputs, and ``torch.fx`` graphs by an interpreter that records
-the tapped nodes. :class:`LayerReader` runs the wrapper's forward (normalization and
-fixed-batch splitting included) with taps and returns the logits and the tapped tensors of
-that batch only; the caller's model is never modified, except that eager networks carry
-forward hooks for the duration of one call.
+with forward hooks, TorchScript networks through a copy of their forward graph cut in two
+after the tapped values (the second part takes them as inputs), and ``torch.fx`` graphs by
+an interpreter that records the tapped nodes. :class:`LayerReader` runs the wrapper's
+forward (normalization and fixed-batch splitting included) with taps and returns the logits
+and the tapped tensors of that batch only; the caller's model is never modified, except
+that eager networks carry forward hooks for the duration of one call.
 """
 
 from __future__ import annotations
@@ -134,8 +134,10 @@ class _ScriptTapper:
 
     The forward graph is copied; calls along the path to each tapped submodule are inlined
     (``prim::CallMethod`` replaced by the callee's graph) until the call of the tapped
-    submodule itself is in the top-level graph; its output (or first argument) becomes an
-    extra graph output. The new graph becomes a script function called with the module.
+    submodule itself is in the top-level graph; its output (or first argument) is the tapped
+    value. The graph is then cut after the deepest tapped value into two script functions
+    called with the module, the second taking the tapped values as inputs, so that the
+    logits' gradients reach them (:func:`_split_at_taps`).
     """
 
     def __init__(self, net: torch.jit.ScriptModule, points: Sequence[TapPoint]) -> None:
@@ -156,11 +158,13 @@ class _ScriptTapper:
             if p.path.startswith(NODE_PREFIX):
                 raise LayerAccessError("node: names apply to graph programs, not TorchScript")
             graph.registerOutput(self._resolve(graph, self_value, net, p))
-        graph.makeMultiOutputIntoTuple()
-        self.slots = [1 + order.index(i) for i in range(len(points))]
+        outputs = list(graph.outputs())
+        tapped = [outputs[1 + order.index(i)] for i in range(len(points))]
         try:
-            self.fn = torch._C._create_function_from_graph("robustdx_taps", graph)
-        except Exception as exc:
+            self.head, self.tail, self.slots = _split_at_taps(graph, tapped)
+        except LayerAccessError:
+            raise
+        except Exception as exc:  # graph surgery the IR refuses (a value still in use)
             raise LayerAccessError(f"TorchScript graph could not be tapped: {exc}") from exc
 
     @staticmethod
@@ -231,8 +235,111 @@ class _ScriptTapper:
 
     def __call__(self, net: nn.Module, z: Tensor) -> tuple[Any, list[Tensor]]:
         assert isinstance(net, torch.jit.ScriptModule)
-        result = self.fn(net._c, z)
-        return result[0], [_first_tensor(result[slot]) for slot in self.slots]
+        live = self.head(net._c, z)
+        live = live if isinstance(live, tuple) else (live,)
+        # The tail takes the tapped tensors as inputs, so they are ancestors of the logits
+        # in the autograd graph whatever the executor fuses inside either function.
+        out = self.tail(net._c, *live)
+        return out, [_first_tensor(live[slot]) for slot in self.slots]
+
+
+#: Nodes the tail recomputes instead of taking as inputs: constants and attribute reads
+#: (submodules and parameters of ``self``), which cannot cross a function boundary as values.
+_RECOMPUTED = frozenset({"prim::Constant", "prim::GetAttr"})
+
+_Position = tuple[int, int]  # (top-level node index, output index); node -1: graph inputs
+
+
+def _top_level(node: Any) -> Any:
+    while node.owningBlock().owningNode() is not None:
+        node = node.owningBlock().owningNode()
+    return node
+
+
+def _value_at(graph: Any, nodes: list[Any], pos: _Position) -> Any:
+    return list(graph.inputs())[pos[1]] if pos[0] < 0 else nodes[pos[0]].outputsAt(pos[1])
+
+
+def _recomputed(graph: Any, nodes: list[Any]) -> set[int]:
+    """``self`` and the values of ``nodes`` the tail can recompute from ``self`` alone."""
+    out = {next(iter(graph.inputs())).unique()}
+    for node in nodes:
+        if node.kind() in _RECOMPUTED and all(v.unique() in out for v in node.inputs()):
+            out.update(v.unique() for v in node.outputs())
+    return out
+
+
+def _live_across(graph: Any, cut: int, tapped: set[int]) -> list[_Position]:
+    """Values made at or before top-level node ``cut`` (or graph inputs) that later nodes or
+    the return use, and the tapped ones; not those the tail recomputes."""
+    nodes = list(graph.nodes())
+    recomputed = _recomputed(graph, nodes[: cut + 1])
+    sources = [((-1, j), v) for j, v in enumerate(graph.inputs())]
+    for k, node in enumerate(nodes[: cut + 1]):
+        sources.extend(((k, j), v) for j, v in enumerate(node.outputs()))
+    live: list[_Position] = []
+    for pos, v in sources:
+        if v.unique() in recomputed:
+            continue
+        users = [_top_level(u.user) for u in v.uses()]
+        later = any(cut < 0 or u.kind() == "prim::Return" or u.isAfter(nodes[cut])
+                    for u in users)
+        if later or v.unique() in tapped:
+            if isinstance(v.type(), torch._C.ClassType):
+                raise LayerAccessError("an object crosses the tapped layer in the "
+                                       "TorchScript graph; it cannot be tapped")
+            live.append(pos)
+    return live
+
+
+def _split_at_taps(graph: Any, tapped: list[Any]) -> tuple[Any, Any, list[int]]:
+    """Two script functions from a forward graph whose outputs are ``[out, *tapped]``.
+
+    Returning a tapped value as an extra output of one graph does not make it an ancestor
+    of the logits for autograd: the profiling executor fuses the graph into differentiable
+    subgraphs, and a value the subgraph both uses and returns comes back as a sibling
+    output of one backward node, so gradients of the logits never reach it (measured: zero
+    or unused gradients from the second call on). So the graph is cut after the deepest
+    tapped node: the head ``(self, x) -> live`` returns every value the rest needs (the
+    tapped ones among them) and the tail ``(self, *live) -> out`` computes the logits from
+    them. Returns the head, the tail and the slot of each tapped value in ``live``.
+    """
+    for i in reversed(range(1, len(list(graph.outputs())))):
+        graph.eraseOutput(i)
+    nodes = list(graph.nodes())
+    index = {v.unique(): (-1, j) for j, v in enumerate(graph.inputs())}
+    for k, node in enumerate(nodes):
+        index.update({v.unique(): (k, j) for j, v in enumerate(node.outputs())})
+    if any(v.unique() not in index for v in tapped):
+        raise LayerAccessError("a tapped value is inside control flow in the TorchScript graph")
+    cut = max(index[v.unique()][0] for v in tapped)
+    live = _live_across(graph, cut, {v.unique() for v in tapped})
+    slots = [live.index(index[v.unique()]) for v in tapped]
+
+    head = graph.copy()
+    head_nodes = list(head.nodes())
+    head.eraseOutput(0)
+    for pos in live:
+        head.registerOutput(_value_at(head, head_nodes, pos))
+    for node in reversed(head_nodes[cut + 1:]):
+        node.destroy()
+    head.makeMultiOutputIntoTuple()
+
+    tail = graph.copy()
+    tail_nodes = list(tail.nodes())
+    for pos in live:
+        old = _value_at(tail, tail_nodes, pos)
+        new = tail.addInput()
+        new.setType(old.type())
+        old.replaceAllUsesWith(new)
+    kept = _recomputed(tail, tail_nodes[: cut + 1])
+    for node in reversed(tail_nodes[: cut + 1]):
+        if not node.outputsSize() or any(v.unique() not in kept for v in node.outputs()):
+            node.destroy()
+    tail.eraseInput(1)  # x: its uses are now inputs of their own (or gone)
+    torch._C._jit_pass_dce(tail)
+    return (torch._C._create_function_from_graph("robustdx_taps_head", head),
+            torch._C._create_function_from_graph("robustdx_taps_tail", tail), slots)
 
 
 Tapper = _EagerTapper | _GraphTapper | _ScriptTapper

@@ -7,8 +7,9 @@ reach the engine as ``DiagnosticModel.net``, and each is read its own way:
 - **eager** ``nn.Module`` (allow-listed architectures rebuilt from weights): forward hooks;
 - **TorchScript** ``RecursiveScriptModule`` (``torch.jit.load``): script modules refuse
   hooks, so the forward graph is copied, the calls on the path to each tapped submodule
-  are inlined, and the tapped values become extra outputs of a new script function that
-  runs on the same module object (parameters shared, gradients flow);
+  are inlined, and the graph is cut after the tapped values into two script functions that
+  run on the same module object (parameters shared), the second taking the tapped values as
+  inputs so that gradients of the logits reach them;
 - **graph** ``torch.fx.GraphModule`` (``torch.export`` programs unlifted with
   ``.module()``, ONNX models converted by onnx2torch): run by a :class:`torch.fx.Interpreter`
   that records the tapped nodes. Module paths come from the ``nn_module_stack`` metadata
