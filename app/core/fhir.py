@@ -25,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from app.core.db import ModelRow
+
 FINDING_SYSTEM = "urn:robustdx:finding"
 METRIC_SYSTEM = "urn:robustdx:audit-metric"
 INTERPRETATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
@@ -42,6 +44,13 @@ def _now() -> str:
 
 def _entry(full_url: str, resource: dict[str, Any]) -> dict[str, Any]:
     return {"fullUrl": full_url, "resource": resource}
+
+
+def model_fields(row: ModelRow) -> dict[str, Any]:
+    """What a ``Device`` says of a registered model: id, name, sha256 and a version (the
+    card's, else the registration date)."""
+    version = (row.card or {}).get("version") or row.created_at.date().isoformat()
+    return {"id": row.id, "name": row.name, "sha256": row.sha256, "version": version}
 
 
 def device(model: Mapping[str, Any]) -> dict[str, Any]:

@@ -56,7 +56,7 @@ def get_audit_fhir(audit_id: str, session: SessionDep, storage: StorageDep,
     job = finished_audit(session, tenant.id, audit_id)
     report: dict[str, Any] = json.loads(report_path(storage, job, "json").read_text())
     model = get_model(session, tenant.id, job.request["model_id"])
-    bundle = fhir.audit_bundle(job.id, fhir_model(model), report)
+    bundle = fhir.audit_bundle(job.id, fhir.model_fields(model), report)
     return JSONResponse(bundle, media_type=FHIR_JSON)
 
 
@@ -68,9 +68,3 @@ def get_comparison(audit_id: str, baseline_id: str, session: SessionDep, storage
     regression and its 95% paired bootstrap interval; rows are decided when the candidate's
     policy names this baseline with ``max_regression`` margins."""
     return comparison_table(session, storage, tenant.id, audit_id, baseline_id)
-
-
-def fhir_model(model: Any) -> dict[str, Any]:
-    """What a FHIR ``Device`` says of a registered model row."""
-    return {"id": model.id, "name": model.name, "sha256": model.sha256,
-            "version": (model.card or {}).get("version") or model.created_at.date().isoformat()}

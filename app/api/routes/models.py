@@ -17,7 +17,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse
 
 from app.api.auth_cache import cached_authorized_model
-from app.api.deps import SessionDep, StorageDep, TenantDep, authorized_model, tenant_id_for
+from app.api.deps import SessionDep, StorageDep, TenantDep, tenant_id_for
 from app.api.schemas.common import ERRORS, PageDep, responses
 from app.api.schemas.models import (
     CARD_EXAMPLE,
@@ -172,8 +172,6 @@ def _register(
             raise
         return row
 
-
-_authorized_model = authorized_model
 
 
 @router.post(

@@ -42,6 +42,5 @@ def fhir_response(row: ModelRow, parts: Sequence[UploadedFile],
                         "probability": p.probability if p.probability is not None
                         else p.vote_share} for p in result.predictions]
         images.append((predictions, study_uid(part)))
-    model = {"id": row.id, "name": row.name, "sha256": row.sha256,
-             "version": card.model_dump().get("version") or row.created_at.date().isoformat()}
-    return JSONResponse(fhir.prediction_bundle(model, images, thresholds), media_type=FHIR_JSON)
+    return JSONResponse(fhir.prediction_bundle(fhir.model_fields(row), images, thresholds),
+                        media_type=FHIR_JSON)
