@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse, Response
 
 from app.api.deps import SessionDep, SettingsDep, StorageDep, TenantDep
 from app.api.schemas.common import ERRORS, responses
+from app.api.services.artifacts import pull_audit
 from app.api.services.audits import finished_audit, report_path
 from app.api.services.baseline import comparison_table
 from app.core import fhir, signing
@@ -38,10 +39,7 @@ def get_report_signature(audit_id: str, session: SessionDep, settings: SettingsD
     """Signs the SHA-256 of report.json, report.html, report.xml and every artifact; check it
     offline with ``robustdx audit verify report.json report.sig --key public.pem``."""
     job = finished_audit(session, tenant.id, audit_id)
-    job_dir, artifacts = storage.job_dir(job.id), storage.artifacts_dir(job.id)
-    for name in (*signing.SIGNED_REPORTS, "report.sig"):  # with an S3 store: the bucket's
-        storage.pull(job_dir / name)
-    storage.pull(artifacts)
+    job_dir, artifacts = pull_audit(storage, job.id, (*signing.SIGNED_REPORTS, "report.sig"))
     data = signing.sign_audit(settings, job.id, job_dir, artifacts)
     storage.publish(job_dir / "report.sig")
     return Response(data, media_type="application/json")

@@ -54,13 +54,21 @@ def stream_zip(files: list[tuple[str, Path]]) -> Iterator[bytes]:
     yield pipe.take()
 
 
+def pull_audit(storage: Storage, job_id: str, reports: Iterable[str]) -> tuple[Path, Path]:
+    """The job's folder and its artifacts folder, with the named top-level files and every
+    artifact brought up to date (another machine's files, with an S3 store)."""
+    job_dir, root = storage.job_dir(job_id), storage.artifacts_dir(job_id)
+    for name in reports:
+        storage.pull(job_dir / name)
+    storage.pull(root)
+    return job_dir, root
+
+
 def audit_files(storage: Storage, job_id: str, reports: Iterable[str]) -> list[tuple[str, Path]]:
     """The job's reports (top level) and artifacts (under ``artifacts/``), regular files
     only: a link is never followed out of the job's folder."""
-    job_dir, root = storage.job_dir(job_id), storage.artifacts_dir(job_id)
-    for name in reports:  # another machine's files, with an S3 store
-        storage.pull(job_dir / name)
-    storage.pull(root)
+    reports = list(reports)
+    job_dir, root = pull_audit(storage, job_id, reports)
     files = [(name, job_dir / name) for name in reports]
     files += [(f"artifacts/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*"))]
     return [(name, path) for name, path in files if path.is_file() and not path.is_symlink()]
