@@ -43,19 +43,28 @@ def jpeg_header_only(width: int, height: int) -> bytes:
 
 def dicom_with(tag: str, value: bytes) -> bytes:
     """A valid DICOM whose ``tag`` then holds the raw bytes ``value``: pydicom refuses to
-    write invalid values, so a marker of the same length is written and replaced."""
+    write invalid values, so a marker of the same length is written and its bytes replaced.
+    The element is found by its tag, VR and length (explicit VR little endian), not by its
+    value, which may also occur by chance in the random pixels."""
     import pydicom
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
 
     ds = pydicom.dcmread(io.BytesIO(dicom_bytes(2)))
     marker = {"RescaleSlope": "1.25", "WindowCenter": "1001", "NumberOfFrames": "1"}[tag]
     setattr(ds, tag, marker)
     buf = io.BytesIO()
-    ds.save_as(buf)
+    ds.save_as(buf, enforce_file_format=True)
     data = buf.getvalue()
+    number = tag_for_keyword(tag)
+    assert number is not None, tag
     raw = marker.encode().ljust(len(value), b" ")
-    assert data.count(raw) == 1, tag
     assert len(value) == len(raw), value
-    return data.replace(raw, value)
+    header = (struct.pack("<HH", number >> 16, number & 0xFFFF) + dictionary_VR(number).encode()
+              + struct.pack("<H", len(raw)))
+    assert data.count(header) == 1, tag
+    start = data.index(header) + len(header)
+    assert data[start:start + len(raw)] == raw, tag
+    return data[:start] + value + data[start + len(raw):]
 
 
 def palette_without_colours() -> bytes:
