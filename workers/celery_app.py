@@ -5,6 +5,8 @@
 - prefetch 1 and ``-O fair``: a worker never hoards tasks it cannot start.
 - The solo pool (one process per worker, one worker per GPU): torch and fork do not mix,
   so torch is initialised in the process that uses it; a supervisor restarts dead workers.
+- A worker warms up before it takes tasks (:func:`workers.runtime.warm_up`), so the
+  first job it runs is not slower than the next.
 - The database, not the broker, holds job state; the API's dispatcher re-enqueues work
   whose heartbeat stopped (Redis redelivers only after the visibility timeout).
 """
@@ -12,6 +14,7 @@
 from __future__ import annotations
 
 from celery import Celery
+from celery.signals import worker_init
 from kombu import Queue
 
 from app.core.settings import Settings, get_settings
@@ -43,3 +46,10 @@ def make_celery(settings: Settings) -> Celery:
 
 
 app = make_celery(get_settings())
+
+
+@worker_init.connect
+def _warm_up(**_: object) -> None:
+    from workers.runtime import warm_up
+
+    warm_up()

@@ -78,3 +78,34 @@ def loaded_model(rt: Runtime, row: ModelRow) -> DiagnosticModel:
         while len(_LOADED) > KEEP_MODELS:
             _LOADED.popitem(last=False)
     return model
+
+
+def warm_up() -> None:
+    """What every worker's first job would otherwise pay for, paid when the worker starts,
+    before it takes tasks (Celery's ``worker_init``): the database and the store opened,
+    the device initialised (a CUDA context takes seconds), and the analysis and report
+    modules imported (scipy, matplotlib). Never fatal: a part that fails here fails again,
+    with its real error, in the job that needs it."""
+    import logging
+    import time
+
+    log = logging.getLogger(__name__)
+    started = time.perf_counter()
+    try:
+        rt = runtime()
+        torch.zeros(1, device=rt.device).sum().item()
+        from workers.analyses.registry import list_analyses
+        from workers.attacks import list_attacks
+
+        list_analyses()
+        list_attacks()
+        import workers.audit.rendering
+        import workers.reports.builder
+        import workers.reports.html
+        import workers.reports.junit  # noqa: F401
+    except Exception as exc:  # a warm-up must not stop a worker
+        log.warning("worker warm-up stopped early (%s); jobs will load what they need",
+                    type(exc).__name__)
+        return
+    log.info("worker warmed up in %.2f s on %s", time.perf_counter() - started, rt.device)
+

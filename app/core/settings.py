@@ -91,6 +91,16 @@ class Settings(BaseSettings):
     max_dataset_files: int = 200_000
     max_dataset_uncompressed_bytes: int = 16 * 1024**3
     max_files_per_request: int = 64
+    dataset_cache_max_bytes: int = Field(
+        default=8 * 1024**3, ge=0,
+        description="Largest decoded-tensor cache of one dataset for one model input "
+        "(float32 images); larger datasets are decoded per shard. 0: no caches.",
+    )
+    dataset_cache_inputs: int = Field(
+        default=3, ge=0, le=16,
+        description="Model inputs an import decodes its dataset for ahead of any audit "
+        "(the tenant's most recent models whose labels fit).",
+    )
     oip_max_request_bytes: int = Field(
         default=64 * 1024**2, ge=1024,
         description="Largest Open Inference Protocol request body (JSON or binary tensors).",

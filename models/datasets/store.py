@@ -28,6 +28,7 @@ from models.card import ModelCard
 from models.datasets.archive import SafeArchive
 from models.datasets.extract import Extracted, extract
 from models.datasets.importers import IMPORTERS, Plan
+from models.datasets.tensor_cache import TensorCache, input_signature, open_cache
 from models.datasets.types import (
     FORMATS,
     MANIFEST,
@@ -176,6 +177,7 @@ class StoredDataset:
         self.manifest = manifest
         self.info = manifest.info
         self.items = manifest.items
+        self._caches: dict[str, TensorCache] = {}
 
     def __len__(self) -> int:
         return len(self.items)
@@ -252,9 +254,38 @@ class StoredDataset:
         masks: float32 ``[N, H, W]`` 0/1 lesion masks resized as the images are, or
         ``None`` when the dataset has none.
 
+        Read from the dataset's tensor cache for the card's input
+        (:mod:`models.datasets.tensor_cache`) when it has one, else decoded: the two give
+        the same tensors.
+
         Raises:
             LabelMismatchError: the dataset's labels do not fit the card (:func:`check_labels`).
         """
+        check_labels(self.info, card)
+        cache = self.cache(card)
+        if cache is None:
+            return self.decoded_tensors(card, indices)
+        idx = list(range(len(self.items))) if indices is None else [int(i) for i in indices]
+        if any(not 0 <= i < len(self.items) for i in idx):
+            raise IndexError("image index out of range")
+        images, masks = cache.rows(idx)
+        return (torch.from_numpy(images), self._labels(idx, card),
+                None if masks is None else torch.from_numpy(masks))
+
+    def cache(self, card: ModelCard) -> TensorCache | None:
+        """The tensor cache for ``card``'s input, or ``None`` (looked for again next time)."""
+        key = input_signature(card)
+        if key not in self._caches:
+            found = open_cache(self, card)
+            if found is None:
+                return None
+            self._caches[key] = found
+        return self._caches[key]
+
+    def decoded_tensors(
+        self, card: ModelCard, indices: Sequence[int] | np.ndarray | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`tensors`, always decoding the files (what the tensor cache is built from)."""
         check_labels(self.info, card)
         idx = list(range(len(self.items))) if indices is None else [int(i) for i in indices]
         images = (

@@ -3,10 +3,12 @@ the expected parts), imports that lock nobody out, options, tenancy and deletion
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 
 import models.datasets
@@ -191,3 +193,38 @@ def test_many_parts_are_refused_at_the_first_extra(http_client: TestClient,
     assert row_counts(tenant.db)["datasets"] == 0
 
 
+
+
+def _register(tenant: Tenant, tmp_path: Any, labels: list[str], channels: int,
+              size: int) -> dict[str, Any]:
+    from tests.models.model_files import tiny_net, write_torchscript
+
+    path = write_torchscript(tiny_net(channels=channels), tmp_path / f"m{channels}-{size}.pt",
+                             size=size, channels=channels)
+    card = {"name": f"m-{channels}-{size}-{labels[0]}", "task": "single-label",
+            "labels": labels, "input": {"channels": channels, "height": size, "width": size}}
+    response = tenant.client.post(
+        "/v1/models", headers=tenant.auth, data={"card": json.dumps(card)},
+        files={"file": (path.name, path.read_bytes(), "application/octet-stream")})
+    assert response.status_code == 201, response.text
+    return card
+
+
+def test_an_import_decodes_once_for_the_tenants_models(tenant: Tenant, other: Tenant,
+                                                       tmp_path: Any) -> None:
+    from models.card import ModelCard
+    from models.datasets import load_dataset
+    from models.datasets.tensor_cache import input_signature
+
+    fits = ModelCard.model_validate(_register(tenant, tmp_path, ["a", "b"], 1, 16))
+    _register(tenant, tmp_path, ["x", "y"], 3, 16)  # other labels
+    _register(other, tmp_path, ["a", "b"], 3, 24)  # another tenant's
+    body = tenant.dataset(folder_zip(("a", "b")))
+    root = tenant.data_dir / "datasets" / body["id"]
+    assert [p.name for p in (root / "cache").iterdir()] == [input_signature(fits)]
+    dataset = load_dataset(root)
+    assert dataset.cache(fits) is not None
+    assert torch.equal(dataset.tensors(fits)[0], dataset.decoded_tensors(fits)[0])
+    # A dataset no model of its tenant fits gets none; its audits make one when planned.
+    bare = other.dataset(folder_zip(("p", "q")))
+    assert not (other.data_dir / "datasets" / bare["id"] / "cache").exists()

@@ -261,3 +261,51 @@ def test_api_restart_loses_nothing(service: Service, tiny_derm: TinyModel) -> No
     with service.client(key) as c:
         assert c.get(f"/v1/models/{model_id}").status_code == 200
         assert c.get(f"/v1/audits/{audit_id}/report").status_code == 200
+
+
+def test_a_dataset_is_decoded_once_and_the_timeline_is_kept(
+    service: Service, tiny_derm: TinyModel
+) -> None:
+    """The dataset comes before the model, so its import makes no tensor cache: the first
+    audit's planning makes it, the second audit finds it. Both reports say when each stage
+    ran, on which worker."""
+    from models.card import ModelCard
+    from models.datasets.tensor_cache import input_signature
+
+    key = service.create_tenant()
+    with service.client(key) as c, tiny_derm.archive.open("rb") as fh:
+        r = c.post("/v1/datasets", files={"file": ("d.zip", fh)}, data={"format": "imagefolder"})
+        assert r.status_code == 201, r.text
+        dataset_id = r.json()["id"]
+    cache = service.data_dir / "datasets" / dataset_id / "cache"
+    assert not cache.exists()
+    with service.client(key) as c, tiny_derm.weights.open("rb") as fh:
+        r = c.post("/v1/models", files={"file": (tiny_derm.weights.name, fh)},
+                   data={"card": json.dumps(tiny_derm.card)})
+        assert r.status_code == 201, r.text
+        model_id = r.json()["id"]
+    reports = []
+    for _ in range(2):
+        audit_id = _audit(service, key, model_id, dataset_id,
+                          analyses=["quantitative"], options={"shard_size": 16})
+        assert service.wait_job(key, audit_id, timeout=300)["status"] == "succeeded"
+        with service.client(key) as c:
+            reports.append(c.get(f"/v1/audits/{audit_id}/report").json())
+    signature = input_signature(ModelCard.model_validate(tiny_derm.card))
+    assert [p.name for p in cache.iterdir()] == [signature]
+    first, second = (r["provenance"] for r in reports)
+    assert first["timings"]["plan:decode_cache"] > 0
+    assert second["timings"]["plan:decode_cache"] == 0
+    assert reports[0]["attacks"] == reports[1]["attacks"]
+    n = tiny_derm.test_images.shape[0]
+    for provenance in (first, second):
+        line = provenance["timeline"]
+        shards = sorted(line["shards"], key=lambda s: s["index"])
+        assert [s["index"] for s in shards] == list(range(-(-n // 16)))
+        assert provenance["shards"] == len(shards)
+        assert 0 <= line["plan"]["start"] < line["plan"]["end"]
+        assert all(line["plan"]["end"] <= s["start"] < s["end"] for s in shards)
+        assert max(s["end"] for s in shards) <= line["finalize"]["start"]
+        assert line["finalize"]["start"] < line["finalize"]["report"]
+        assert all(s["worker"].rsplit(":", 1)[1].isdigit() for s in shards)
+        assert provenance["timings"]["load_inputs"] >= 0

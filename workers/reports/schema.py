@@ -298,6 +298,30 @@ REPORT_SCHEMA: dict[str, Any] = {
                     "description": "Seconds spent per stage.",
                     "additionalProperties": {"type": "number", "minimum": 0},
                 },
+                "timeline": {
+                    "type": "object",
+                    "description": "Audits run by the service: when planning, each shard "
+                    "and the finalizing ran, in seconds since the job was submitted, and on "
+                    "which worker process (host:pid).",
+                    "required": ["shards"],
+                    "properties": {
+                        "plan": {"$ref": "#/$defs/span"},
+                        "shards": {
+                            "type": "array",
+                            "items": {
+                                "allOf": [{"$ref": "#/$defs/span"}],
+                                "required": ["index"],
+                                "properties": {"index": {"type": "integer", "minimum": 0}},
+                            },
+                        },
+                        "finalize": {
+                            "type": "object",
+                            "required": ["start", "report"],
+                            "properties": {"start": {"type": "number"},
+                                           "report": {"type": "number"}},
+                        },
+                    },
+                },
             },
             "additionalProperties": True,
         },
@@ -381,6 +405,12 @@ REPORT_SCHEMA: dict[str, Any] = {
     },
     "$defs": {
         "rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+        "span": {
+            "type": "object",
+            "required": ["start", "end", "worker"],
+            "properties": {"start": {"type": "number"}, "end": {"type": "number"},
+                           "worker": {"type": "string"}},
+        },
         "interval": {
             "oneOf": [
                 {"type": "array", "items": {"type": "number"}, "minItems": 2, "maxItems": 2},

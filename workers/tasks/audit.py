@@ -7,11 +7,14 @@ and ``chord_unlock`` can retry forever (#2725); the database counter cannot.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
+import socket
 import time
 import zipfile
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +56,7 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     if job.id in _CACHE:
         return _CACHE[job.id]
     from models.datasets import check_labels, load_dataset
+    from models.datasets.tensor_cache import cache_dir
 
     req = job.request
     row = model_row(rt, req["model_id"])
@@ -63,7 +67,8 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
 
     prepare_remote_audit(model, req)
     dataset = load_dataset(rt.storage.dataset_dir(req["dataset_id"]))
-    check_labels(dataset.manifest.info, ModelCard.model_validate(row.card))
+    check_labels(dataset.manifest.info, model.card)
+    rt.storage.pull(cache_dir(dataset.root, model.card))  # made after this process pulled
     options = req.get("options") or {}
     settings = expand_attacks(req["attacks"])
     analyses, skipped = resolve_analyses(req.get("analyses"), model, attacks=bool(settings))
@@ -92,10 +97,14 @@ def _timings_path(rt: Runtime, job_id: str, name: str) -> Path:
     return rt.storage.job_dir(job_id) / "timings" / f"{name}.json"
 
 
-def _save_timings(rt: Runtime, job_id: str, name: str, timings: dict[str, float]) -> None:
+def _save_timings(rt: Runtime, job_id: str, name: str, timings: dict[str, float],
+                  started: float) -> None:
+    """A stage's durations, and when it ran (epoch seconds) on which worker process."""
     import json
 
-    rt.storage.write(_timings_path(rt, job_id, name), json.dumps(timings).encode())
+    record = {"durations": timings, "start": started, "end": time.time(),
+              "worker": f"{socket.gethostname()}:{os.getpid()}"}
+    rt.storage.write(_timings_path(rt, job_id, name), json.dumps(record).encode())
 
 
 def _job_context(rt: Runtime, job_id: str) -> JobContext:
@@ -154,10 +163,11 @@ def plan(job_id: str) -> None:
         ctx.start("planning")
         ctx.check_cancelled()
         job = ctx.load()
-        started = time.perf_counter()
+        started, wall_start = time.perf_counter(), time.time()
         loaded = _load(rt, job)
         engine, count = loaded.engine, loaded.count
-        timings = {"planning": 0.0}
+        timings = {"planning": 0.0, "plan:load": time.perf_counter() - started}
+        timings["plan:decode_cache"] = _decode_once(rt, loaded)
         if engine.fitted_settings():
             ctx.progress(0.02, "fitting")
             source = _DatasetSource(loaded.dataset, engine.model.card, count)
@@ -173,11 +183,27 @@ def plan(job_id: str) -> None:
                 ShardRow.job_id == job_id, ShardRow.status.in_(("pending", "running")))).all()
         ctx.check_cancelled()
         timings["planning"] = time.perf_counter() - started
-        _save_timings(rt, job_id, "plan", timings)
+        _save_timings(rt, job_id, "plan", timings, wall_start)
         for index in sorted(pending):
             send_task(rt.settings.resolved_broker_url, "robustdx.audit.shard", [job_id, index])
         if not pending:
             _start_finalize(rt, job_id)
+
+
+def _decode_once(rt: Runtime, loaded: _Loaded) -> float:
+    """Make the dataset's tensor cache for the model's input when the import did not (an
+    audit of a model registered after the dataset), so that no shard decodes; returns the
+    seconds it took (0 when there was one)."""
+    from models.datasets.tensor_cache import build_cache
+
+    card = loaded.engine.model.card
+    if rt.settings.dataset_cache_max_bytes == 0 or loaded.dataset.cache(card) is not None:
+        return 0.0
+    started = time.perf_counter()
+    folder = build_cache(loaded.dataset, card, rt.settings.dataset_cache_max_bytes)
+    if folder is not None:
+        rt.storage.publish(folder)
+    return time.perf_counter() - started
 
 
 @app.task(name="robustdx.audit.shard")
@@ -185,6 +211,7 @@ def shard(job_id: str, index: int) -> None:
     """Run one shard. A cancel stops it inside the running attack (the stop callback is
     polled every iteration, reading the database at most once a second) and marks the
     shard ``cancelled``, so it is never sent or resumed again."""
+    wall_start = time.time()
     rt = runtime()
     ctx = _job_context(rt, job_id)
     job = ctx.load()
@@ -203,7 +230,7 @@ def shard(job_id: str, index: int) -> None:
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         rt.storage.write(_shard_path(rt, job_id, index), buf.getvalue())
-        _save_timings(rt, job_id, f"shard-{index:05d}", timings)
+        _save_timings(rt, job_id, f"shard-{index:05d}", timings, wall_start)
         if lease.complete():
             _start_finalize(rt, job_id)
 
@@ -228,10 +255,12 @@ def _run_shard(rt: Runtime, ctx: JobContext, job: JobRow, lease: ShardLease,
 
     save = bool((job.request.get("options") or {}).get("save_adversarial", True))
     writer = _AdversarialWriter(rt, job.id, loaded.dataset, engine.model.card) if save else None
-    with lease.hold():
+    timings: dict[str, float] = {}
+    with lease.hold(), writer or contextlib.nullcontext():
+        t0 = time.perf_counter()
         indices = np.arange(start, stop)
         images, labels, masks = loaded.dataset.tensors(engine.model.card, indices)
-        timings: dict[str, float] = {}
+        timings["load_inputs"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         arrays = engine.run(images, labels, indices, masks, on_batch=on_batch,
                             on_adversarial=writer, timings=timings,
@@ -241,7 +270,10 @@ def _run_shard(rt: Runtime, ctx: JobContext, job: JobRow, lease: ShardLease,
 
         timings.update(remote_usage(engine.model))  # queries sent to a remote model
         if writer is not None:  # before the shard counts, so finalize finds them
+            t0 = time.perf_counter()
+            timings["artifacts"] = writer.finish()
             rt.storage.publish(writer.root)
+            timings["artifacts_wait"] = time.perf_counter() - t0
     return arrays, timings
 
 
@@ -254,23 +286,55 @@ def _start_finalize(rt: Runtime, job_id: str) -> None:
 
 class _AdversarialWriter:
     """Writes each adversarial image as an 8-bit PNG and, for images that came as DICOM,
-    a DICOM file keeping the original header with new SOP Instance and Series UIDs."""
+    a DICOM file keeping the original header with new SOP Instance and Series UIDs.
+
+    Off the attack's path: a call copies the batch to host memory and hands the encoding
+    and writing to one background thread, so the next attack runs meanwhile. At most
+    :data:`PENDING` batches wait (the attack then waits, bounding the memory held);
+    :meth:`finish` waits for the last and raises the first error the thread met. Used as a
+    context manager, leaving it (also by an error) stops the thread."""
+
+    PENDING = 4
 
     def __init__(self, rt: Runtime, job_id: str, dataset: Any, card: ModelCard) -> None:
         self.root = rt.storage.artifacts_dir(job_id) / "adversarial"
         self.dataset = dataset
         self.card = card
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adversarial")
+        self._pending: list[Future[float]] = []
+        self._spent = 0.0
+
+    def __enter__(self) -> _AdversarialWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._pending:
+            future.cancel()
+        self._pool.shutdown(wait=True)
 
     def __call__(self, key: str, indices: np.ndarray, images: torch.Tensor) -> None:
+        pixels = images.detach().float().clamp(0, 1).cpu().numpy()
+        while len(self._pending) >= self.PENDING:
+            self._spent += self._pending.pop(0).result()
+        self._pending.append(self._pool.submit(self._write, key, indices.copy(), pixels))
+
+    def finish(self) -> float:
+        """Wait for every batch handed over; the seconds the thread spent writing."""
+        while self._pending:
+            self._spent += self._pending.pop(0).result()
+        return self._spent
+
+    def _write(self, key: str, indices: np.ndarray, pixels: np.ndarray) -> float:
         from workers.reports.images import to_png
 
+        started = time.perf_counter()
         folder = self.root / key.replace("/", "_")
-        pixels = images.detach().float().clamp(0, 1).cpu().numpy()
         for i, index in enumerate(indices):
             write_atomic(folder / f"{int(index):06d}.png", to_png(pixels[i]), fsync=False)
             dicom = self._dicom(int(index), pixels[i], key)
             if dicom is not None:
                 write_atomic(folder / f"{int(index):06d}.dcm", dicom, fsync=False)
+        return time.perf_counter() - started
 
     def _dicom(self, index: int, pixels: np.ndarray, key: str) -> bytes | None:
         from models.imaging import write_dicom_like
@@ -298,7 +362,7 @@ def finalize(job_id: str) -> None:
         ctx.start("finalizing")
         ctx.check_cancelled()
         job = ctx.load()
-        started = time.perf_counter()
+        started, wall_started = time.perf_counter(), time.time()
         loaded = _load(rt, job)
         engine = loaded.engine
         for folder in ("shards", "timings", "artifacts"):
@@ -324,7 +388,8 @@ def finalize(job_id: str) -> None:
             p.relative_to(artifacts_root).as_posix() for p in artifacts_root.rglob("*")
             if p.is_file() and p.parent == artifacts_root
         )
-        report = _build_report(rt, job, engine, sections, loaded, started, artifacts)
+        report = _build_report(rt, job, engine, sections, loaded, started, wall_started,
+                               artifacts)
         write_report_files(rt.storage.job_dir(job_id), rt.storage.artifacts_dir(job_id),
                            report, sections, samples)
         rt.storage.publish(rt.storage.job_dir(job_id))
@@ -350,19 +415,31 @@ def _zip_adversarial(rt: Runtime, job_id: str) -> None:
     os.replace(partial, target)
 
 
-def _timings(rt: Runtime, job_id: str) -> dict[str, float]:
+def _timings(rt: Runtime, job_id: str,
+             origin: float) -> tuple[dict[str, float], dict[str, Any]]:
+    """The stages' durations summed over shards, and the timeline: when planning and each
+    shard ran and on which worker, in seconds since ``origin`` (the job's submission)."""
     import json
 
     totals: dict[str, float] = {}
+    timeline: dict[str, Any] = {"shards": []}
     folder = rt.storage.job_dir(job_id) / "timings"
     for path in sorted(folder.glob("*.json")):
-        for key, value in json.loads(path.read_text()).items():
+        record = json.loads(path.read_text())
+        for key, value in record["durations"].items():
             totals[key] = totals.get(key, 0.0) + float(value)
-    return {k: round(v, 4) for k, v in totals.items()}
+        span = {"start": round(record["start"] - origin, 4),
+                "end": round(record["end"] - origin, 4), "worker": record["worker"]}
+        if path.stem == "plan":
+            timeline["plan"] = span
+        else:
+            timeline["shards"].append({"index": int(path.stem.split("-")[1]), **span})
+    return {k: round(v, 4) for k, v in totals.items()}, timeline
 
 
 def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[Any],
-                  loaded: _Loaded, started: float, artifacts: list[str]) -> dict[str, Any]:
+                  loaded: _Loaded, started: float, finalize_started: float,
+                  artifacts: list[str]) -> dict[str, Any]:
     from workers.audit.provenance import device_description, package_versions
     from workers.reports.builder import build_report
 
@@ -370,10 +447,13 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
     with rt.db.session() as session:
         registered = session.get(ModelRow, req["model_id"])
         model_name = registered.name if registered else req["model_id"]
-    timings = _timings(rt, job.id)
+    submitted = _aware(job.created_at).timestamp()
+    timings, timeline = _timings(rt, job.id, submitted)
     timings["finalizing"] = round(time.perf_counter() - started, 4)
     wall = (datetime.now(UTC) - _aware(job.started_at or job.created_at)).total_seconds()
     timings["wall"] = round(wall, 4)
+    timeline["finalize"] = {"start": round(finalize_started - submitted, 4),
+                            "report": round(time.time() - submitted, 4)}
     provenance = {
         "model": {"id": req["model_id"], "name": model_name, "sha256": req.get("model_sha256"),
                   "card": engine.model.card.model_dump(mode="json")},
@@ -385,6 +465,7 @@ def _build_report(rt: Runtime, job: JobRow, engine: AuditEngine, sections: list[
         "packages": package_versions(),
         "device": device_description(engine.model.device),
         "timings": timings,
+        "timeline": timeline,
         "shards": job.shards_total,
     }
     job_meta = {"id": job.id, "kind": "audit", "created_at": job.created_at.isoformat(),

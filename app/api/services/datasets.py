@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.api.schemas.jobs import DATASET_FIELDS
 from app.core.catalogue import DATASET_FORMATS
-from app.core.db import Database, DatasetRow, JobRow
+from app.core.db import Database, DatasetRow, JobRow, ModelRow
 from app.core.db.tables import new_id
 from app.core.settings import Settings
 from app.core.storage import Storage
@@ -87,6 +87,11 @@ def import_archive(db: Database, storage: Storage, settings: Settings, tenant_id
     Runs without a database session until the import has finished (see module doc).
     """
     dataset_id, info = import_files(storage, settings, archive, options)
+    try:
+        decode_for_models(db, storage, settings, tenant_id, dataset_id)
+    except BaseException:
+        shutil.rmtree(storage.dataset_dir(dataset_id), ignore_errors=True)
+        raise
     row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name,
                      format=options.format, sha256=str(info.get("sha256", "")), info=info)
     try:
@@ -122,6 +127,46 @@ def import_files(storage: Storage, settings: Settings, archive: Path,
         raise
     storage.publish(dest)
     return dataset_id, info
+
+
+def decode_for_models(db: Database, storage: Storage, settings: Settings, tenant_id: str,
+                      dataset_id: str) -> list[str]:
+    """Decode a just-imported dataset once into tensor caches for the model inputs of the
+    tenant's most recent models whose labels fit it (``dataset_cache_inputs`` distinct
+    inputs at most), so that audits of it start on decoded tensors; returns the cached
+    input signatures. An audit of a model with another input makes its cache when planned.
+    """
+    from models.card import ModelCard
+    from models.datasets import load_dataset
+    from models.datasets.tensor_cache import build_cache, input_signature
+    from models.errors import LabelMismatchError
+
+    wanted = settings.dataset_cache_inputs
+    if wanted == 0 or settings.dataset_cache_max_bytes == 0:
+        return []
+    with db.session() as session:
+        cards = session.scalars(select(ModelRow.card).where(ModelRow.tenant_id == tenant_id)
+                                .order_by(ModelRow.created_at.desc()).limit(100)).all()
+    dataset = load_dataset(storage.dataset_dir(dataset_id))
+    done: list[str] = []
+    for raw in cards:
+        try:
+            card = ModelCard.model_validate(raw)
+        except ValueError:
+            continue
+        if input_signature(card) in done:
+            continue
+        try:
+            folder = build_cache(dataset, card, settings.dataset_cache_max_bytes)
+        except LabelMismatchError:
+            continue  # a model of other labels: it cannot audit this dataset
+        if folder is None:
+            continue  # too large at this model's input size
+        storage.publish(folder)
+        done.append(input_signature(card))
+        if len(done) >= wanted:
+            break
+    return done
 
 
 def _jsonable(info: Any) -> dict[str, Any]:
