@@ -147,6 +147,15 @@ def test_sharded_audit_and_defense_across_two_machines(
     assert f"jobs/{audit_id}/report.json" in keys
     assert f"jobs/{job_id}/report.json" in keys
     assert {f"jobs/{audit_id}/shards/{i:05d}.npz" for i in range(6)} <= keys
+    # The dataset was decoded once, by the API's import, and the machines took the tensors
+    # from the bucket: the same bytes on both.
+    from models.card import ModelCard
+    from models.datasets.tensor_cache import cache_dir
+
+    cached = cache_dir(Path("datasets") / dataset_id, ModelCard.model_validate(tiny_derm.card))
+    assert f"{cached.as_posix()}/images.npy" in keys
+    tensors = {(folder / cached / "images.npy").read_bytes() for folder in (svc.data_dir, *folders)}
+    assert len(tensors) == 1
 
 
 def test_a_killed_defense_resumes_on_a_new_machine_from_the_bucket(
