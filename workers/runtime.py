@@ -12,6 +12,8 @@ import torch
 from app.core.db import Database, ModelRow, open_database
 from app.core.settings import Settings, get_settings
 from app.core.storage import Storage, open_storage
+from models.card import ModelCard
+from models.datasets import StoredDataset
 from models.device import resolve_device
 from models.errors import NotFoundError
 from models.wrapper import DiagnosticModel
@@ -78,6 +80,22 @@ def loaded_model(rt: Runtime, row: ModelRow) -> DiagnosticModel:
         while len(_LOADED) > KEEP_MODELS:
             _LOADED.popitem(last=False)
     return model
+
+
+def stored_dataset(rt: Runtime, dataset_id: str, card: ModelCard) -> StoredDataset:
+    """A registered dataset in this process's store, with its tensor cache for ``card``'s
+    input when it has one (made after this process first pulled the dataset).
+
+    Raises:
+        LabelMismatchError: the dataset's labels do not fit the card.
+    """
+    from models.datasets import check_labels, load_dataset
+    from models.datasets.tensor_cache import cache_dir
+
+    dataset = load_dataset(rt.storage.dataset_dir(dataset_id))
+    check_labels(dataset.info, card)
+    rt.storage.pull(cache_dir(dataset.root, card))
+    return dataset
 
 
 def warm_up() -> None:

@@ -48,6 +48,9 @@ VERSION = 1
 BUILD_BATCH = 64
 #: The default largest cache (``images.npy``) made for one dataset and signature.
 DEFAULT_MAX_BYTES = 8 * 1024**3
+#: The most model inputs one dataset is cached for: past them, audits decode per shard (a
+#: tenant auditing one dataset with models of ever new input sizes cannot fill the disk).
+MAX_INPUTS_PER_DATASET = 8
 
 
 def signature_fields(card: ModelCard) -> dict[str, Any]:

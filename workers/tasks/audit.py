@@ -35,7 +35,7 @@ from workers.attacks.functional import to_uint8
 from workers.audit.engine import AuditEngine, expand_attacks, resolve_analyses
 from workers.celery_app import app
 from workers.jobs import JobContext, ShardLease, insert_shards
-from workers.runtime import Runtime, loaded_model, model_row, runtime
+from workers.runtime import Runtime, loaded_model, model_row, runtime, stored_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +55,6 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     """Model, dataset and engine of a job, cached per worker process (one job at a time)."""
     if job.id in _CACHE:
         return _CACHE[job.id]
-    from models.datasets import check_labels, load_dataset
-    from models.datasets.tensor_cache import cache_dir
 
     req = job.request
     row = model_row(rt, req["model_id"])
@@ -66,9 +64,7 @@ def _load(rt: Runtime, job: JobRow) -> _Loaded:
     from app.core.remote import prepare_remote_audit
 
     prepare_remote_audit(model, req)
-    dataset = load_dataset(rt.storage.dataset_dir(req["dataset_id"]))
-    check_labels(dataset.manifest.info, model.card)
-    rt.storage.pull(cache_dir(dataset.root, model.card))  # made after this process pulled
+    dataset = stored_dataset(rt, req["dataset_id"], model.card)
     options = req.get("options") or {}
     settings = expand_attacks(req["attacks"])
     analyses, skipped = resolve_analyses(req.get("analyses"), model, attacks=bool(settings))
@@ -194,10 +190,14 @@ def _decode_once(rt: Runtime, loaded: _Loaded) -> float:
     """Make the dataset's tensor cache for the model's input when the import did not (an
     audit of a model registered after the dataset), so that no shard decodes; returns the
     seconds it took (0 when there was one)."""
-    from models.datasets.tensor_cache import build_cache
+    from models.datasets.tensor_cache import CACHE_DIR, MAX_INPUTS_PER_DATASET, build_cache
 
     card = loaded.engine.model.card
     if rt.settings.dataset_cache_max_bytes == 0 or loaded.dataset.cache(card) is not None:
+        return 0.0
+    cached = {name.split("/")[0] for name, _ in
+              rt.storage.list_files(loaded.dataset.root / CACHE_DIR)}
+    if len(cached) >= MAX_INPUTS_PER_DATASET:
         return 0.0
     started = time.perf_counter()
     folder = build_cache(loaded.dataset, card, rt.settings.dataset_cache_max_bytes)

@@ -21,7 +21,7 @@ from models.card import ModelCard
 from models.wrapper import DiagnosticModel
 from workers.celery_app import app
 from workers.jobs import JobContext
-from workers.runtime import Runtime, model_row, runtime
+from workers.runtime import Runtime, model_row, runtime, stored_dataset
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +29,7 @@ logger = logging.getLogger(__name__)
 def _dataset(rt: Runtime, dataset_id: str, card: ModelCard) -> tuple[torch.Tensor, torch.Tensor]:
     import numpy as np
 
-    from models.datasets import check_labels, load_dataset
-
-    stored = load_dataset(rt.storage.dataset_dir(dataset_id))
-    check_labels(stored.manifest.info, card)
+    stored = stored_dataset(rt, dataset_id, card)
     images, labels, _ = stored.tensors(card, np.arange(len(stored)))
     return images, labels
 

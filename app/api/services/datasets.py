@@ -84,21 +84,20 @@ def import_archive(db: Database, storage: Storage, settings: Settings, tenant_id
                    archive: Path, options: DatasetOptions) -> DatasetRow:
     """Import ``archive`` (on disk, already within the byte limit) and record it.
 
-    Runs without a database session until the import has finished (see module doc).
+    Runs without a database session until the import has finished (see module doc), then
+    decodes the dataset for the tenant's models (:func:`decode_for_models`).
     """
     dataset_id, info = import_files(storage, settings, archive, options)
-    try:
-        decode_for_models(db, storage, settings, tenant_id, dataset_id)
-    except BaseException:
-        shutil.rmtree(storage.dataset_dir(dataset_id), ignore_errors=True)
-        raise
     row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name,
                      format=options.format, sha256=str(info.get("sha256", "")), info=info)
     try:
         with db.session() as session:
+            cards = tenant_model_cards(session, tenant_id)
+        decode_for_models(storage, settings, dataset_id, cards)
+        with db.session() as session:
             session.add(row)
     except BaseException:
-        shutil.rmtree(storage.dataset_dir(dataset_id), ignore_errors=True)
+        storage.remove(storage.path("datasets", dataset_id))  # the bucket's copy too
         raise
     return row
 
@@ -129,13 +128,19 @@ def import_files(storage: Storage, settings: Settings, archive: Path,
     return dataset_id, info
 
 
-def decode_for_models(db: Database, storage: Storage, settings: Settings, tenant_id: str,
-                      dataset_id: str) -> list[str]:
-    """Decode a just-imported dataset once into tensor caches for the model inputs of the
-    tenant's most recent models whose labels fit it (``dataset_cache_inputs`` distinct
-    inputs at most), so that audits of it start on decoded tensors; returns the cached
-    input signatures. An audit of a model with another input makes its cache when planned.
-    """
+def tenant_model_cards(session: Session, tenant_id: str, limit: int = 100) -> list[Any]:
+    """The cards of the tenant's most recent models (as stored: JSON objects)."""
+    return list(session.scalars(select(ModelRow.card).where(ModelRow.tenant_id == tenant_id)
+                                .order_by(ModelRow.created_at.desc()).limit(limit)).all())
+
+
+def decode_for_models(storage: Storage, settings: Settings, dataset_id: str,
+                      cards: list[Any]) -> list[str]:
+    """Decode a just-imported dataset once into tensor caches for the inputs of ``cards``
+    (the tenant's most recent models first) whose labels fit it, ``dataset_cache_inputs``
+    distinct inputs at most, so that audits of it start on decoded tensors; returns the
+    cached input signatures. An audit of a model with another input makes its cache when
+    it is planned."""
     from models.card import ModelCard
     from models.datasets import load_dataset
     from models.datasets.tensor_cache import build_cache, input_signature
@@ -144,9 +149,6 @@ def decode_for_models(db: Database, storage: Storage, settings: Settings, tenant
     wanted = settings.dataset_cache_inputs
     if wanted == 0 or settings.dataset_cache_max_bytes == 0:
         return []
-    with db.session() as session:
-        cards = session.scalars(select(ModelRow.card).where(ModelRow.tenant_id == tenant_id)
-                                .order_by(ModelRow.created_at.desc()).limit(100)).all()
     dataset = load_dataset(storage.dataset_dir(dataset_id))
     done: list[str] = []
     for raw in cards:

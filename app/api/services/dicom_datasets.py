@@ -19,7 +19,12 @@ from collections.abc import Sequence
 from sqlalchemy.orm import Session
 
 from app.api.schemas.dicom import StudiesDatasetRequest
-from app.api.services.datasets import DatasetOptions, import_files
+from app.api.services.datasets import (
+    DatasetOptions,
+    decode_for_models,
+    import_files,
+    tenant_model_cards,
+)
 from app.core.db import DatasetRow
 from app.core.db.tables import DicomDatasetRow, DicomInstanceRow, DicomSettingsRow
 from app.core.dicom.deid import Pseudonymizer, deidentify
@@ -132,6 +137,11 @@ def dataset_from_studies(session: Session, storage: Storage, settings: Settings,
         dataset_id, info = import_files(storage, settings, tmp, options)
     finally:
         tmp.unlink(missing_ok=True)
+    try:
+        decode_for_models(storage, settings, dataset_id, tenant_model_cards(session, tenant_id))
+    except BaseException:
+        storage.remove(storage.path("datasets", dataset_id))
+        raise
     row = DatasetRow(id=dataset_id, tenant_id=tenant_id, name=options.name, format="dicom",
                      sha256=str(info.get("sha256", "")), info=info)
     session.add(row)

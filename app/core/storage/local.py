@@ -67,8 +67,9 @@ class Storage:
         return self.uploads_dir() / f"{uuid.uuid4().hex}{suffix}"
 
     # -- synchronisation hooks (no-ops for a local folder) ------------------------------
-    def pull(self, path: Path) -> Path:
-        """Bring the file or folder ``path`` (under ``root``) up to date; return it."""
+    def pull(self, path: Path, skip: tuple[str, ...] = ()) -> Path:
+        """Bring the file or folder ``path`` (under ``root``) up to date, but for the keys
+        that start with one of ``skip``; return it."""
         return path
 
     def publish(self, path: Path) -> None:

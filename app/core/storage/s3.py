@@ -6,7 +6,8 @@ boundaries, so the code that reads and writes artifacts keeps working on local p
 a worker on another machine needs no shared disk:
 
 - registered models and datasets never change, so :meth:`S3Storage.model_dir` and
-  :meth:`S3Storage.dataset_dir` download them once per process;
+  :meth:`S3Storage.dataset_dir` download them once per process (a dataset without its
+  tensor caches: a job pulls the one of its model's input);
 - job folders change while a job runs: tasks :meth:`~S3Storage.pull` what they are about
   to read (fitted state, shards, checkpoints) and :meth:`~S3Storage.publish` what they
   wrote (in the order it was written, so a commit marker written last lands last).
@@ -32,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from app.core.storage.local import Storage, _hidden
+from models.datasets.tensor_cache import CACHE_DIR as DATASET_CACHES
 from models.errors import ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -189,14 +191,17 @@ class S3Storage(Storage):
         folder = self._dir(kind, item_id)
         key = f"{kind}/{item_id}"
         if key not in self._complete:
-            self.pull(folder)
+            # A dataset's tensor caches (one per model input) are pulled by the job that
+            # reads one (``pull(cache folder)``), not all of them with the dataset.
+            self.pull(folder, skip=(f"{key}/{DATASET_CACHES}/",) if kind == "datasets" else ())
             self._complete.add(key)
         return folder
 
-    def pull(self, path: Path) -> Path:
+    def pull(self, path: Path, skip: tuple[str, ...] = ()) -> Path:
         key = self.key_of(path)
         stale = [(name, obj) for name, obj in sorted(self._list(key).items())
-                 if _safe_relative(name) and not self._current(self.root / name, obj)]
+                 if _safe_relative(name) and not name.startswith(skip)
+                 and not self._current(self.root / name, obj)]
         self._run(stale, self._download)
         if stale:
             logger.debug("pulled %d object(s) under %s", len(stale), key)
