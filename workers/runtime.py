@@ -121,6 +121,11 @@ def warm_up() -> None:
         import workers.reports.builder
         import workers.reports.html
         import workers.reports.junit  # noqa: F401
+        from workers.analyses.plotting import new_figure, render_png
+
+        fig, ax = new_figure(1, 1)  # matplotlib loads its fonts at the first text drawn
+        ax.set_title("warm-up")
+        render_png(fig)
     except Exception as exc:  # a warm-up must not stop a worker
         log.warning("worker warm-up stopped early (%s); jobs will load what they need",
                     type(exc).__name__)
