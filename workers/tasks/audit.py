@@ -426,8 +426,12 @@ def _timings(rt: Runtime, job_id: str,
     folder = rt.storage.job_dir(job_id) / "timings"
     for path in sorted(folder.glob("*.json")):
         record = json.loads(path.read_text())
+        if "durations" not in record:  # written by a worker of before the timeline
+            record = {"durations": record}
         for key, value in record["durations"].items():
             totals[key] = totals.get(key, 0.0) + float(value)
+        if "start" not in record:
+            continue
         span = {"start": round(record["start"] - origin, 4),
                 "end": round(record["end"] - origin, 4), "worker": record["worker"]}
         if path.stem == "plan":
