@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -43,6 +44,13 @@ def default_key(data_dir: Path | None = None) -> str | None:
 
 
 def parse_value(text: str) -> Any:
+    """A ``--param`` value: a boolean, a number, a fraction (``8/255``), JSON (a list or an
+    object, such as ``eval_attacks=[{"name": "fgsm"}]``), else the text itself."""
+    if text.lstrip().startswith(("[", "{")):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            return text
     lowered = text.lower()
     if lowered in ("true", "false"):
         return lowered == "true"

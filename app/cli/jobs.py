@@ -174,7 +174,8 @@ def defense_submit(
     train_dataset: Annotated[str, typer.Option(help="Training dataset id or name.")],
     eval_dataset: Annotated[str, typer.Option(help="Evaluation dataset id or name.")],
     method: Annotated[str, typer.Option(help="mpadvt | maadvt | pgd_at | trades | clean ...")],
-    param: Annotated[list[str] | None, typer.Option(help="key=value (repeat).")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        help="key=value (repeat); a value may be a number, 8/255, or JSON.")] = None,
     seed: int = 0,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the hardened model.")] = False,
     url: Url = None, key: Key = None, json_out: Json = False,

@@ -1,8 +1,8 @@
-"""The CLI's attack syntax."""
+"""The CLI's attack and parameter syntax."""
 
 import pytest
 
-from app.cli.client import parse_attack
+from app.cli.client import parse_attack, parse_value
 
 
 def test_parse_attack_reads_fractions_lists_and_types() -> None:
@@ -21,3 +21,18 @@ def test_parse_attack_without_params() -> None:
 def test_parse_attack_refuses_a_bare_word() -> None:
     with pytest.raises(ValueError, match="key=value"):
         parse_attack("pgd:eps")
+
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("3", 3), ("0.5", 0.5), ("true", True), ("pgd", "pgd"),
+    ('[{"name": "fgsm", "params": {"eps": "4/255"}}]',
+     [{"name": "fgsm", "params": {"eps": "4/255"}}]),
+    ('{"a": [1, 2]}', {"a": [1, 2]}),
+    ("[not json", "[not json"),  # kept as text: the service says what is wrong with it
+])
+def test_param_values(text: str, value: object) -> None:
+    assert parse_value(text) == value
+
+
+def test_param_fraction() -> None:
+    assert parse_value("8/255") == pytest.approx(8 / 255)

@@ -252,9 +252,14 @@ def test_defense_commands(live: Service, key: str, registered: dict[str, str]) -
     submitted = _json(robustdx(live, key, "defense", "submit", "--model", "derm-v1",
                                "--train-dataset", "derm-phantoms", "--eval-dataset",
                                "derm-phantoms", "--method", "clean", "--param", "epochs=1",
-                               "--wait", "--json"))
+                               "--param", 'eval_attacks=[{"name": "fgsm", "params": '
+                               '{"eps": "4/255"}}]', "--wait", "--json"))
     assert isinstance(submitted, dict)
     assert submitted["status"] == "succeeded", submitted
+    # The JSON value reached the job: the evaluation ran the one attack it names.
+    with live.client(key) as c:
+        report = c.get(f"/v1/defenses/{submitted['id']}/report").json()
+    assert list(report["after"]["attacks"]) == ["fgsm:eps=4/255"], report["after"]
     status = _json(robustdx(live, key, "defense", "status", submitted["id"], "--json"))
     assert isinstance(status, dict)
     assert status["result"] == submitted["result"]
