@@ -261,16 +261,7 @@ class StoredDataset:
         Raises:
             LabelMismatchError: the dataset's labels do not fit the card (:func:`check_labels`).
         """
-        check_labels(self.info, card)
-        cache = self.cache(card)
-        if cache is None:
-            return self.decoded_tensors(card, indices)
-        idx = list(range(len(self.items))) if indices is None else [int(i) for i in indices]
-        if any(not 0 <= i < len(self.items) for i in idx):
-            raise IndexError("image index out of range")
-        images, masks = cache.rows(idx)
-        return (torch.from_numpy(images), self._labels(idx, card),
-                None if masks is None else torch.from_numpy(masks))
+        return self._tensors(card, indices, self.cache(card))
 
     def cache(self, card: ModelCard) -> TensorCache | None:
         """The tensor cache for ``card``'s input, or ``None`` (looked for again next time)."""
@@ -286,16 +277,27 @@ class StoredDataset:
         self, card: ModelCard, indices: Sequence[int] | np.ndarray | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """:meth:`tensors`, always decoding the files (what the tensor cache is built from)."""
+        return self._tensors(card, indices, None)
+
+    def _tensors(
+        self, card: ModelCard, indices: Sequence[int] | np.ndarray | None,
+        cache: TensorCache | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         check_labels(self.info, card)
         idx = list(range(len(self.items))) if indices is None else [int(i) for i in indices]
-        images = (
+        labels = self._labels(idx, card)
+        if cache is not None:
+            if any(not 0 <= i < len(self.items) for i in idx):
+                raise IndexError("image index out of range")
+            images, cached_masks = cache.rows(idx)
+            masks = None if cached_masks is None else torch.from_numpy(cached_masks)
+            return torch.from_numpy(images), labels, masks
+        decoded = (
             torch.stack([to_model_input(self.decode(i), card) for i in idx])
             if idx
             else (torch.empty(0, card.input.channels, card.input.height, card.input.width))
         )
-        labels = self._labels(idx, card)
-        masks = self._masks(idx, card) if self.has_masks else None
-        return images, labels, masks
+        return decoded, labels, self._masks(idx, card) if self.has_masks else None
 
     def batches(
         self, card: ModelCard, batch_size: int, indices: Sequence[int] | np.ndarray | None = None
