@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from tests.support.seaweed import SeaweedS3
-from tests.support.services import Broker, Service, drop_postgres, postgres_url
+from tests.support.services import (
+    Broker,
+    Service,
+    drop_postgres,
+    postgres_url,
+    running_service,
+)
 
 torch.set_num_threads(int(os.environ.get("ROBUSTDX_TEST_THREADS", "1")))
 
@@ -54,12 +60,5 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 @pytest.fixture
 def service(tmp_path: Path, broker: Broker) -> Iterator[Service]:
     """The API and one worker as real processes on a real broker."""
-    broker.flush()
-    svc = Service(data_dir=tmp_path / "data", broker_url=broker.url)
-    svc.data_dir.mkdir()
-    svc.start_api()
-    svc.start_worker()
-    try:
+    with running_service(tmp_path / "data", broker) as svc:
         yield svc
-    finally:
-        svc.stop()

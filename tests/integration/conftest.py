@@ -15,7 +15,7 @@ from models.architectures import build_architecture
 from models.card import ModelCard
 from models.heads import loss as head_loss
 from models.wrapper import DiagnosticModel
-from tests.support.services import Broker, Service
+from tests.support.services import Broker, Service, running_service
 
 SIZE = 32
 
@@ -81,10 +81,5 @@ def tiny_derm(tmp_path_factory: pytest.TempPathFactory) -> TinyModel:
 @pytest.fixture(scope="module")
 def live_service(tmp_path_factory: pytest.TempPathFactory, broker: Broker) -> Iterator[Service]:
     """The API and one worker, shared by a module's tests (each makes its own tenant)."""
-    broker.flush()
-    svc = Service(data_dir=tmp_path_factory.mktemp("live") / "data", broker_url=broker.url)
-    svc.data_dir.mkdir()
-    svc.start_api()
-    svc.start_worker()
-    yield svc
-    svc.stop()
+    with running_service(tmp_path_factory.mktemp("live") / "data", broker) as svc:
+        yield svc

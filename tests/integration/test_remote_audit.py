@@ -12,7 +12,7 @@ import pytest
 
 from bench.pytriton_side import SideEnvError, TritonServer, ensure_side_venv, export_probabilities
 from tests.integration.conftest import SIZE, TinyModel
-from tests.support.services import Broker, Service
+from tests.support.services import Broker, Service, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -39,18 +39,12 @@ def triton(tiny_derm: TinyModel, tmp_path_factory: pytest.TempPathFactory
 
 @pytest.fixture
 def remote_service(tmp_path: Path, broker: Broker) -> Iterator[Service]:
-    broker.flush()
-    svc = Service(data_dir=tmp_path / "data", broker_url=broker.url, extra_env={
+    with running_service(tmp_path / "data", broker, extra_env={
         "ROBUSTDX_REMOTE_ALLOWED_HOSTS": json.dumps(["127.0.0.1"]),
         "ROBUSTDX_REMOTE_ALLOW_PRIVATE_NETWORKS": "true",
-        "ROBUSTDX_REMOTE_QUERY_RATE": "0", "ROBUSTDX_REMOTE_MAX_QUERY_RATE": "0"})
-    svc.data_dir.mkdir()
-    svc.start_api()
-    svc.start_worker()
-    try:
+        "ROBUSTDX_REMOTE_QUERY_RATE": "0", "ROBUSTDX_REMOTE_MAX_QUERY_RATE": "0",
+    }) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_audit_of_a_triton_served_model(remote_service: Service, triton: TritonServer,

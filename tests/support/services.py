@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -209,3 +210,19 @@ class Service:
                     return dict(body)
                 time.sleep(0.3)
         raise TimeoutError(f"job {job_id} still {body['status']} after {timeout}s: {body}")
+
+
+@contextlib.contextmanager
+def running_service(data_dir: Path, broker: Broker,
+                    extra_env: dict[str, str] | None = None) -> Iterator[Service]:
+    """The API and one worker started on a flushed ``broker``, stopped on leaving."""
+    broker.flush()
+    svc = Service(data_dir=data_dir, broker_url=broker.url, extra_env=extra_env or {})
+    svc.data_dir.mkdir(parents=True)
+    svc.start_api()
+    svc.start_worker()
+    try:
+        yield svc
+    finally:
+        svc.stop()
+
