@@ -156,7 +156,8 @@ def decode_for_models(storage: Storage, settings: Settings, dataset_id: str,
             card = ModelCard.model_validate(raw)
         except ValueError:
             continue
-        if input_signature(card) in done:
+        signature = input_signature(card)
+        if signature in done:
             continue
         try:
             folder = build_cache(dataset, card, settings.dataset_cache_max_bytes)
@@ -165,7 +166,7 @@ def decode_for_models(storage: Storage, settings: Settings, dataset_id: str,
         if folder is None:
             continue  # too large at this model's input size
         storage.publish(folder)
-        done.append(input_signature(card))
+        done.append(signature)
         if len(done) >= wanted:
             break
     return done
